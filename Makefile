@@ -1,0 +1,40 @@
+# Every target sets itself up: a .venv with the package installed editable.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS := test,flask,bottle,gevent,gunicorn
+
+.PHONY: setup test lint typecheck pytest run bench bench-quick clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check live_wsgi tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+run: $(STAMP)
+	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
+	    --bind 127.0.0.1:8000 examples.demo:app
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

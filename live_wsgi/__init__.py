@@ -1,0 +1,39 @@
+"""live_wsgi: stream WSGI responses live from a worker thread.
+
+The Rails ``ActionController::Live`` model for any WSGI app: the app runs on
+a pool thread and writes its body while the server thread sends it.
+"""
+
+from __future__ import annotations
+
+from .context import share_local, unshare_local
+from .errors import (
+    ClientDisconnected,
+    CommitTimeout,
+    ContentLengthError,
+    HeadersAlreadySent,
+    LiveError,
+    ResponseAborted,
+    StreamClosed,
+    WriteTimeout,
+)
+from .middleware import LiveMiddleware
+from .response import LiveResponse, current_response
+from .stream import Stream
+
+__all__ = [
+    "ClientDisconnected",
+    "CommitTimeout",
+    "ContentLengthError",
+    "HeadersAlreadySent",
+    "LiveError",
+    "LiveMiddleware",
+    "LiveResponse",
+    "ResponseAborted",
+    "Stream",
+    "StreamClosed",
+    "WriteTimeout",
+    "current_response",
+    "share_local",
+    "unshare_local",
+]

@@ -1,0 +1,387 @@
+"""``LiveMiddleware``: run a WSGI app on a worker thread and stream its body live.
+
+Use it when a response is *produced over time*: server-sent events, live
+logs, exports of millions of rows, progress feeds. The app writes while the
+server thread sends, so the first bytes leave at once and memory stays flat.
+
+Do not use it for ordinary short responses: each live request costs a
+thread hand-off and holds a pool thread *and* a server thread while it
+streams. Pass ``when=`` to make only the streaming routes live; the others
+go straight through with no hop.
+
+design: the server thread (S) captures the execution state, submits a
+``Job`` to a ``concurrent.futures`` pool and waits on the job's commit
+latch. When the app commits (first write, close, return or error) S calls
+the server's ``start_response`` and returns a ``LiveBody`` that drains the
+job's bounded ``Channel``. Only S ever talks to the server (SPEC 1.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
+from .body import LiveBody, NoBody
+from .context import ExcludedKeys, Exclusions, Snapshot
+from .errors import ClientDisconnected
+from .job import CANCELLED, COMMITTED, FAILED, Job
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger("live_wsgi")
+
+#: Every middleware alive, so tests (and debugging) can find open streams.
+instances: weakref.WeakSet[LiveMiddleware] = weakref.WeakSet()
+
+SetupHook = Callable[["WSGIEnvironment"], object]
+TeardownHook = Callable[["WSGIEnvironment", "BaseException | None"], object]
+ErrorReporter = Callable[["WSGIEnvironment", BaseException], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """What may differ per request (see ``when``)."""
+
+    queue_size: int | None
+    queue_timeout: float
+    commit_timeout: float | None
+    write_timeout: float | None
+    exclusions: Exclusions
+    setup: SetupHook | None
+    teardown: TeardownHook | None
+
+
+#: Keys a ``when`` predicate may return to override options for one request.
+ROUTE_OPTIONS = frozenset(
+    {"queue_size", "queue_timeout", "commit_timeout", "write_timeout",
+     "excluded_keys", "setup", "teardown"}
+)  # fmt: skip
+
+
+def _number(name: str, value: object, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        hint = "a number of seconds > 0" + (", or None for no limit" if optional else "")
+        raise ValueError(f"{name} must be {hint}, not {value!r}")
+    return float(value)
+
+
+def _queue_size(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"queue_size must be an int >= 1 (chunks waiting for a slow client), "
+            f"or None for no bound, not {value!r}"
+        )
+    return value
+
+
+def _hook(name: str, value: object) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a callable or None, not {value!r}")
+    return value
+
+
+class LiveMiddleware:
+    """Run ``app`` on a worker pool and stream its response as it is written.
+
+    :param app: any WSGI application, unchanged.
+    :param when: ``when(environ)`` decides per request: falsy passes the
+        request straight through (no hop), True runs it live, a mapping runs
+        it live with some options overridden (``ROUTE_OPTIONS``).
+    :param executor: a ``concurrent.futures.Executor`` to run on. By default
+        the middleware owns a ``ThreadPoolExecutor`` of ``max_workers``.
+    :param max_workers: how many live responses may be produced at once
+        (default 64). Each holds a server thread too: size the server's
+        threads to match.
+    :param queue_size: chunks that may wait for a slow client before writes
+        block (default 10; ``None``: unbounded).
+    :param queue_timeout: seconds a request waits for a free pool thread
+        before it is answered ``503`` with ``Retry-After`` (default 5).
+    :param commit_timeout: seconds the server thread waits for the app to
+        commit once it runs, then answers ``504`` (default ``None``: as long
+        as the app computes).
+    :param write_timeout: seconds a write may stay blocked on a client that
+        reads nothing before the stream is aborted (default 30).
+    :param on_error: ``on_error(environ, exc)`` reports errors raised after
+        the commit (to an error tracker, say). Errors before the commit are
+        raised on the server thread as usual instead.
+    :param excluded_keys: context variables (names or objects) and shared
+        locals (names) that must not follow requests into the worker.
+    :param setup: ``setup(environ)``, run on the worker before the app.
+    :param teardown: ``teardown(environ, error)``, run on the worker once the
+        app has finished and the body has ended, whatever happened.
+    :param retry_after: the ``Retry-After`` seconds of a 503 (default 5).
+    :param default_content_type: sent when the app sets no Content-Type.
+
+    ::
+
+        app = LiveMiddleware(app, when=lambda environ: environ["PATH_INFO"]
+                             .startswith("/stream/"))
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        when: Callable[[WSGIEnvironment], object] | None = None,
+        executor: Executor | None = None,
+        max_workers: int | None = None,
+        queue_size: int | None = 10,
+        queue_timeout: float = 5.0,
+        commit_timeout: float | None = None,
+        write_timeout: float | None = 30.0,
+        on_error: ErrorReporter | None = None,
+        excluded_keys: ExcludedKeys = (),
+        setup: SetupHook | None = None,
+        teardown: TeardownHook | None = None,
+        retry_after: int = 5,
+        default_content_type: str = "text/plain; charset=utf-8",
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"LiveMiddleware needs a WSGI application (a callable), not {app!r}")
+        self.app = app
+        self.when = _hook("when", when)
+        self.on_error = _hook("on_error", on_error)
+        if executor is not None:
+            if max_workers is not None:
+                raise ValueError(
+                    "pass either executor= or max_workers=, not both: "
+                    "max_workers sizes the pool LiveMiddleware creates itself"
+                )
+            if not isinstance(executor, Executor):
+                raise TypeError(
+                    f"executor must be a concurrent.futures.Executor, not {executor!r}"
+                )
+            self._owns_executor = False
+        else:
+            if max_workers is None:
+                max_workers = 64
+            if (isinstance(max_workers, bool) or not isinstance(max_workers, int)
+                    or max_workers < 1):
+                raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
+            executor = ThreadPoolExecutor(max_workers, thread_name_prefix="live_wsgi")
+            self._owns_executor = True
+        self.executor = executor
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise ValueError(f"retry_after must be an int >= 0 (seconds), not {retry_after!r}")
+        self.retry_after = retry_after
+        if not isinstance(default_content_type, str) or not default_content_type:
+            raise ValueError(
+                f"default_content_type must be a MIME type str, not {default_content_type!r}"
+            )
+        self.default_content_type = default_content_type
+        self.options = self._make_options(
+            None,
+            queue_size=queue_size,
+            queue_timeout=queue_timeout,
+            commit_timeout=commit_timeout,
+            write_timeout=write_timeout,
+            excluded_keys=excluded_keys,
+            setup=setup,
+            teardown=teardown,
+        )
+        self._jobs: set[Job] = set()
+        self._jobs_lock = threading.Lock()
+        # Waited on by wait_idle() and shutdown(); notified by _job_done()
+        # when the last job ends.
+        self._idle = threading.Condition(self._jobs_lock)
+        self._closing = False
+        self._warned_single_thread = False
+        instances.add(self)
+
+    # -- options -------------------------------------------------------------
+
+    def _make_options(self, base: _Options | None, **values: Any) -> _Options:
+        unknown = set(values) - ROUTE_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"unknown live option(s) {sorted(unknown)}; known: {sorted(ROUTE_OPTIONS)}"
+            )
+        current = {} if base is None else dataclasses.asdict(base)
+        if base is not None:
+            current["exclusions"] = base.exclusions
+        for key, value in values.items():
+            if key == "queue_size":
+                current[key] = _queue_size(value)
+            elif key == "queue_timeout":
+                current[key] = _number(key, value)
+            elif key in ("commit_timeout", "write_timeout"):
+                current[key] = _number(key, value, optional=True)
+            elif key == "excluded_keys":
+                current["exclusions"] = Exclusions(value)
+            else:
+                current[key] = _hook(key, value)
+        return _Options(**current)
+
+    def options_for(self, environ: WSGIEnvironment) -> _Options | None:
+        """The options of this request, or None when it is not live.
+
+        Override to route differently than with ``when``.
+        """
+        if self.when is None:
+            return self.options
+        decision = self.when(environ)
+        if not decision:
+            return None
+        if decision is True:
+            return self.options
+        if isinstance(decision, Mapping):
+            return self._make_options(self.options, **decision)
+        raise TypeError(
+            f"when() must return a bool or a mapping of live options, not {decision!r}"
+        )
+
+    # -- the request -----------------------------------------------------------
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        options = self.options_for(environ)
+        if options is None:
+            return self.app(environ, start_response)
+        if not environ.get("wsgi.multithread", True) and not self._warned_single_thread:
+            self._warned_single_thread = True
+            log.warning(
+                "live_wsgi: the server is not multithreaded (wsgi.multithread is "
+                "false, e.g. gunicorn's sync worker): it serves one request at a "
+                "time and may kill long streams at its timeout. Use gunicorn "
+                "-k gthread (or gevent), waitress, or another threaded server."
+            )
+        if self._closing:
+            return self._unavailable(environ, start_response)
+        job = Job(self, self.app, environ, options, Snapshot.capture(options.exclusions))
+        with self._jobs_lock:
+            self._jobs.add(job)
+        try:
+            future = self.executor.submit(job.run)
+        except RuntimeError:  # the executor was shut down
+            self._job_done(job)
+            return self._unavailable(environ, start_response)
+        state = job.wait_commit(options.queue_timeout, options.commit_timeout)
+        if state == COMMITTED:
+            response = job.response
+            try:
+                start_response(response.status, response.wsgi_headers())
+            except BaseException:
+                job.channel.abort(ClientDisconnected, "the server refused the response")
+                raise
+            if response.bodiless:
+                return NoBody(job)
+            return LiveBody(job)
+        if state == FAILED:
+            error = job.error
+            job.error = None
+            assert error is not None
+            try:
+                raise error
+            finally:
+                del error
+        if state == CANCELLED:
+            future.cancel()
+            self._job_done(job)
+            return self._unavailable(environ, start_response)
+        return self._gateway_timeout(start_response)
+
+    def _unavailable(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """No worker free (or shutting down): 503, or a clean end for EventSource."""
+        accept = parse_accept_header(environ.get("HTTP_ACCEPT"), MIMEAccept)
+        retry = self.retry_after
+        if any(value == "text/event-stream" and q > 0 for value, q in accept):
+            # An EventSource gives up for good after any non-200 answer: tell
+            # it when to come back instead, and end the stream cleanly.
+            start_response("200 OK", [
+                ("Content-Type", "text/event-stream"),
+                ("Cache-Control", "no-cache"),
+                ("X-Accel-Buffering", "no"),
+            ])  # fmt: skip
+            return [f"retry: {retry * 1000}\n\n".encode()]
+        body = b"Service Unavailable: every live stream worker is busy; retry later.\n"
+        start_response("503 Service Unavailable", [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", str(retry)),
+            ("Cache-Control", "no-store"),
+        ])  # fmt: skip
+        return [body]
+
+    def _gateway_timeout(self, start_response: StartResponse) -> Iterable[bytes]:
+        body = b"Gateway Timeout: the live response did not start in time.\n"
+        start_response("504 Gateway Timeout", [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ])  # fmt: skip
+        return [body]
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def _job_done(self, job: Job) -> None:
+        with self._jobs_lock:
+            self._jobs.discard(job)
+            if not self._jobs:
+                self._idle.notify_all()
+
+    def _report_error(self, environ: WSGIEnvironment, error: BaseException) -> None:
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(environ, error)
+        except Exception:
+            log.exception("live_wsgi: the on_error reporter failed")
+
+    @property
+    def active_streams(self) -> int:
+        """How many live requests are queued or running right now."""
+        return len(self._jobs)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no live request is queued or running; True if so."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._jobs_lock:
+            while self._jobs:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+            return True
+
+    def shutdown(self, grace: float = 0.0, *, timeout: float = 5.0) -> bool:
+        """Stop streaming: for graceful server shutdown, and for tests.
+
+        New live requests get 503. Every ``stream.wait`` returns at once so
+        producers can write a farewell; after ``grace`` seconds every stream
+        still open is ended cleanly (a complete body) and its producer's next
+        write raises ``StreamClosed``. Then the pool is released, waiting up
+        to ``timeout`` more seconds for producers to notice. Returns True when
+        every producer finished.
+        """
+        self._closing = True
+        with self._jobs_lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.channel.interrupt()
+        if grace > 0:
+            self.wait_idle(grace)
+        with self._jobs_lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.channel.end()
+        finished = self.wait_idle(timeout)
+        if self._owns_executor:
+            self.executor.shutdown(wait=finished, cancel_futures=True)
+        return finished

@@ -1,0 +1,265 @@
+"""The live response: status and headers until the commit, then the stream.
+
+``current_response()`` returns it on the worker thread running the request
+(and in any thread started with a copy of that thread's context); it is also
+at ``environ["live_wsgi.response"]``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.datastructures import Headers
+from werkzeug.http import HTTP_STATUS_CODES, is_hop_by_hop_header
+
+from .errors import HeadersAlreadySent
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+    from .channel import Channel
+
+_current: ContextVar[LiveResponse] = ContextVar("live_wsgi.response")
+
+_STATUS_RE = re.compile(r"([1-9][0-9]{2}) ([^\x00-\x08\x0a-\x1f\x7f]*)")
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def current_response() -> LiveResponse:
+    """The live response of the request this thread is producing.
+
+    :raises RuntimeError: outside a live request (for example on the server
+        thread, or in a request ``LiveMiddleware`` passed straight through).
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "current_response() was called outside a live request: it works "
+            "in the app running under LiveMiddleware on the worker thread (or "
+            "in a thread started with contextvars.copy_context() from there)."
+        ) from None
+
+
+def no_body_status(code: int) -> bool:
+    """True for status codes that never carry a body (1xx, 204, 304)."""
+    return code < 200 or code in (204, 304)
+
+
+def normalize_status(status: object) -> str:
+    """Check a WSGI status line and return it, adding a reason if missing.
+
+    ``"404"`` and ``404`` become ``"404 Not Found"``; CR, LF and other
+    control characters are refused, so a status can never inject a header.
+    """
+    if isinstance(status, int) and not isinstance(status, bool):
+        return _status_line(status)
+    if not isinstance(status, str):
+        raise TypeError(
+            f"status must be a str like '200 OK' or an int, not {type(status).__name__}"
+        )
+    if status.isdigit() and len(status) == 3:
+        return _status_line(int(status))
+    match = _STATUS_RE.fullmatch(status)
+    if match is None:
+        raise ValueError(
+            f"invalid status line {status!r}: it must be three digits, a space "
+            "and a reason phrase without control characters, like '200 OK'"
+        )
+    try:
+        status.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"invalid status line {status!r}: the reason phrase must be latin-1"
+        ) from None
+    return status
+
+
+def _status_line(code: int) -> str:
+    if not 100 <= code <= 999:
+        raise ValueError(f"invalid status code {code}: it must be in 100..999")
+    return f"{code} {HTTP_STATUS_CODES.get(code, 'Unknown')}"
+
+
+def check_header(name: object, value: object) -> tuple[str, str]:
+    """Return ``(name, value)`` if both are safe to send, else raise.
+
+    The name must be an RFC 9110 token; the value must be latin-1 without
+    control characters (no CR, LF or NUL: no header injection).
+    """
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(
+            f"header names and values must be str, got {name!r}: {value!r}"
+        )
+    if not _TOKEN_RE.fullmatch(name):
+        raise ValueError(f"invalid header name {name!r}: it must be an HTTP token")
+    if _BAD_VALUE_RE.search(value):
+        raise ValueError(
+            f"invalid value for header {name!r}: it contains a control "
+            "character (CR, LF, NUL...), which could inject a header"
+        )
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"invalid value for header {name!r}: WSGI header values must be "
+            "latin-1; encode other text (RFC 8187) first"
+        ) from None
+    return name, value
+
+
+def _guard(method_name: str) -> Callable[..., Any]:
+    parent = getattr(Headers, method_name)
+
+    def guarded(self: ResponseHeaders, *args: Any, **kwargs: Any) -> Any:
+        if self.frozen:
+            raise HeadersAlreadySent(
+                f"headers.{method_name}() after the response was committed: "
+                "set every header before the first write or close"
+            )
+        return parent(self, *args, **kwargs)
+
+    guarded.__name__ = method_name
+    guarded.__doc__ = parent.__doc__
+    return guarded
+
+
+class ResponseHeaders(Headers):
+    """Werkzeug ``Headers`` that refuse every change once the response committed."""
+
+    frozen = False
+
+    for _name in (
+        "__setitem__", "__delitem__", "__ior__", "add", "add_header", "clear",
+        "extend", "pop", "popitem", "remove", "set", "setdefault", "setlist",
+        "setlistdefault", "update",
+    ):  # fmt: skip
+        locals()[_name] = _guard(_name)
+    del _name
+
+
+class LiveResponse:
+    """Status, headers and stream of one live request.
+
+    ``status`` is the WSGI status line (``"404 Not Found"``), ``status_code``
+    the int; either may be assigned until the commit. ``content_length`` set
+    to an int declares a known body length: the header is then sent, and the
+    body must match it exactly.
+    """
+
+    def __init__(
+        self,
+        environ: WSGIEnvironment,
+        channel: Channel,
+        on_commit: Callable[[LiveResponse], None],
+        *,
+        write_timeout: float | None,
+        default_content_type: str,
+    ) -> None:
+        self.environ = environ
+        self.headers = ResponseHeaders()
+        self._status = "200 OK"
+        self._content_length: int | None = None
+        self._on_commit = on_commit
+        self._commit_lock = threading.Lock()
+        self._default_content_type = default_content_type
+        #: True once status and headers were handed to the server thread.
+        self.committed = False
+        #: True when the committed response carries no body (HEAD, 1xx/204/304).
+        self.bodiless = False
+        self.stream = Stream(self, channel, write_timeout)
+
+    def __repr__(self) -> str:
+        state = "committed" if self.committed else "pending"
+        return f"<LiveResponse {self._status!r} {state}>"
+
+    def _check_pending(self, what: str) -> None:
+        if self.committed:
+            raise HeadersAlreadySent(
+                f"cannot set {what} after the response was committed: set it "
+                "before the first write or close"
+            )
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @status.setter
+    def status(self, value: str | int) -> None:
+        self._check_pending("the status")
+        self._status = normalize_status(value)
+
+    @property
+    def status_code(self) -> int:
+        return int(self._status[:3])
+
+    @status_code.setter
+    def status_code(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"status_code must be an int, not {type(value).__name__}")
+        self._check_pending("the status")
+        self._status = _status_line(value)
+
+    @property
+    def content_length(self) -> int | None:
+        return self._content_length
+
+    @content_length.setter
+    def content_length(self, value: int | None) -> None:
+        self._check_pending("content_length")
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise ValueError(f"content_length must be an int >= 0 or None, not {value!r}")
+        self._content_length = value
+
+    def commit(self) -> None:
+        """Hand status and headers to the server thread, once.
+
+        Called by the first write, ``stream.close()``, or the end of the app.
+        Raises ``ValueError``/``TypeError`` for unsafe headers (the request
+        then fails before commit, as a 500), ``CommitTimeout`` when the
+        server thread has given up waiting.
+        """
+        with self._commit_lock:
+            if self.committed:
+                return
+            self._finalize_headers()
+            self.committed = True
+            self.headers.frozen = True
+            code = self.status_code
+            self.bodiless = no_body_status(code) or self.environ.get(
+                "REQUEST_METHOD"
+            ) == "HEAD"
+            self._on_commit(self)
+
+    def _finalize_headers(self) -> None:
+        headers = self.headers
+        for name, value in headers.items():
+            check_header(name, value)
+        for name in {name for name, _ in headers.items() if is_hop_by_hop_header(name)}:
+            del headers[name]
+        if "Cache-Control" not in headers:
+            headers["Cache-Control"] = "no-cache"
+        if "X-Accel-Buffering" not in headers:
+            headers["X-Accel-Buffering"] = "no"
+        code = self.status_code
+        if no_body_status(code):
+            del headers["Content-Length"]
+            return
+        if self._content_length is None:
+            del headers["Content-Length"]
+        else:
+            headers["Content-Length"] = str(self._content_length)
+        if "Content-Type" not in headers:
+            headers["Content-Type"] = self._default_content_type
+
+    def wsgi_headers(self) -> list[tuple[str, str]]:
+        """The committed header list, as ``start_response`` wants it."""
+        return list(self.headers.items())

@@ -1,0 +1,210 @@
+"""The producer's side of a live response: ``write``, ``close``, ``wait``.
+
+A ``Stream`` is used on the worker thread (or threads the app starts); the
+server thread reads the same ``Channel`` from the other end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from .channel import CUT, Channel, _Ended
+from .errors import (
+    ClientDisconnected,
+    ContentLengthError,
+    StreamClosed,
+)
+
+if TYPE_CHECKING:
+    from .response import LiveResponse
+
+log = logging.getLogger("live_wsgi")
+
+ErrorCallback = TypeVar("ErrorCallback", bound=Callable[[BaseException], object])
+
+
+class Stream:
+    """Write the body of a live response while it is being sent.
+
+    The first ``write`` (an empty one too) or ``close`` commits the response:
+    status and headers go to the client and can no longer change.
+    """
+
+    def __init__(
+        self,
+        response: LiveResponse,
+        channel: Channel,
+        write_timeout: float | None,
+    ) -> None:
+        self._response = response
+        self._channel = channel
+        self._write_timeout = write_timeout
+        self._error_callbacks: list[Callable[[BaseException], object]] = []
+        self._close_lock = threading.Lock()
+        self._closed = False
+        #: Bytes accepted by ``write`` (discarded writes of a bodiless
+        #: response included).
+        self.bytes_written = 0
+        #: When True, writes after the client went away are dropped silently
+        #: (``write`` returns 0) instead of raising ``ClientDisconnected``,
+        #: so the producer can finish its work.
+        self.ignore_disconnect = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Stream {state} {self.bytes_written} bytes>"
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview | str) -> int:
+        """Send ``data`` to the client; return the number of bytes written.
+
+        ``str`` is encoded as UTF-8; ``bytearray`` and ``memoryview`` are
+        copied before they are queued, so the caller may reuse them. Blocks
+        while ``queue_size`` chunks wait for a slow client.
+
+        :raises TypeError: for any other type.
+        :raises ClientDisconnected: the client went away (``WriteTimeout``:
+            it stopped reading); not raised with ``ignore_disconnect``.
+        :raises StreamClosed: after ``close()`` or ``abort()``.
+        """
+        if type(data) is bytes:
+            chunk = data
+        elif isinstance(data, str):
+            chunk = data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            chunk = bytes(data)
+        else:
+            raise TypeError(
+                "stream.write() takes bytes, bytearray, memoryview or str, "
+                f"not {type(data).__name__}"
+            )
+        response = self._response
+        if not response.committed:
+            response.commit()
+        size = len(chunk)
+        limit = response.content_length
+        if limit is not None and self.bytes_written + size > limit:
+            self._fail_length(
+                f"the body is longer than its declared Content-Length {limit}: "
+                f"{self.bytes_written} bytes were written and {size} more offered"
+            )
+        if size:
+            try:
+                self._channel.put(chunk, self._write_timeout)
+            except _Ended:
+                raise StreamClosed("write() after the stream was closed") from None
+            except ClientDisconnected:
+                if self.ignore_disconnect:
+                    return 0
+                raise
+        self.bytes_written += size
+        return size
+
+    def writeln(self, line: bytes | str) -> int:
+        """Write ``line``, adding a newline unless it ends with one."""
+        if isinstance(line, str):
+            if not line.endswith("\n"):
+                line += "\n"
+        elif isinstance(line, (bytes, bytearray)):
+            if not line.endswith(b"\n"):
+                line = bytes(line) + b"\n"
+        else:
+            raise TypeError(f"stream.writeln() takes str or bytes, not {type(line).__name__}")
+        return self.write(line)
+
+    # -- ending --------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the body. Idempotent; never blocks, even on a full queue.
+
+        Commits the response if nothing was written yet.
+
+        :raises ContentLengthError: the response declared a length that the
+            body did not reach; the client sees an incomplete body.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        response = self._response
+        try:
+            if not response.committed:
+                response.commit()
+        except BaseException:
+            # Could not commit (bad headers, commit timeout): the body can
+            # never start; end the queue so nothing waits on it.
+            self._channel.end(CUT)
+            raise
+        limit = response.content_length
+        if limit is not None and self.bytes_written < limit and not response.bodiless:
+            self._channel.end(CUT)
+            raise ContentLengthError(
+                f"the body ended after {self.bytes_written} of its declared "
+                f"{limit} bytes (Content-Length); the client sees it incomplete"
+            )
+        self._channel.end()
+
+    def abort(self) -> None:
+        """Stop now: drop what is queued and cut the connection.
+
+        The client sees an incomplete body. Later writes raise ``StreamClosed``.
+        """
+        with self._close_lock:
+            self._closed = True
+        self._channel.abort(StreamClosed, "write() after the stream was aborted")
+
+    def _fail_length(self, message: str) -> None:
+        self.abort()
+        raise ContentLengthError(message)
+
+    def _fail(self) -> None:
+        """After an error: end the body so the client sees it incomplete."""
+        with self._close_lock:
+            self._closed = True
+        self._channel.end(CUT)
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()`` or ``abort()``, or once the client went away."""
+        return self._closed or self._channel.aborted
+
+    @property
+    def connected(self) -> bool:
+        """True until the client goes away or the stream is aborted."""
+        return not self._channel.aborted
+
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep up to ``timeout`` seconds; wake early when the stream ends.
+
+        Returns True early on a client disconnect, an abort, or a graceful
+        shutdown of the middleware; False when the time simply ran out.
+        Idle producers call this between ticks, so they learn promptly that
+        nobody listens any more.
+        """
+        return self._channel.interrupted.wait(timeout)
+
+    # -- errors --------------------------------------------------------------
+
+    def on_error(self, callback: ErrorCallback) -> ErrorCallback:
+        """Call ``callback(exc)`` if the app fails after the commit.
+
+        Also runs when the client disconnects and the producer does not catch
+        ``ClientDisconnected``. Usable as a decorator. An exception inside a
+        callback is logged and never stops the others or the cleanup.
+        """
+        if not callable(callback):
+            raise TypeError(f"on_error() takes a callable, not {callback!r}")
+        self._error_callbacks.append(callback)
+        return callback
+
+    def _run_error_callbacks(self, error: BaseException) -> None:
+        for callback in self._error_callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("live_wsgi: an on_error callback failed: %r", callback)
+

@@ -1,0 +1,759 @@
+"""LiveMiddleware in process: the shape (SPEC 1), commit (2), disconnects (4), errors (5)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from live_wsgi import (
+    ClientDisconnected,
+    CommitTimeout,
+    HeadersAlreadySent,
+    LiveMiddleware,
+    ResponseAborted,
+    StreamClosed,
+    current_response,
+)
+
+from .support import ClosingIterable, Recorder, chunks, open_stream, wait, webtest_app
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# -- 1. The shape -------------------------------------------------------------
+
+
+def test_only_server_thread_calls_start_response(live: Any) -> None:
+    """SPEC 1.1: the server's start_response and the body bytes stay on S."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        seen["app thread"] = threading.current_thread()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"a", b"b"]
+
+    calls = []
+
+    def server_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        calls.append(threading.current_thread())
+        return lambda data: None
+
+    mw = live(app)
+    body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True},
+              server_start_response)
+    data = b"".join(body)
+    body.close()
+    assert data == b"ab"
+    assert calls == [threading.current_thread()]
+    assert seen["app thread"] is not threading.current_thread()
+    assert seen["app thread"].name.startswith("live_wsgi")
+
+
+def test_three_ways_to_write_mix_in_order(live: Any) -> None:
+    """SPEC 1.2: the write callable, stream.write and the iterable, mixed, in order."""
+    iterable = ClosingIterable([b"4 iterable\n", b"5 iterable\n"])
+
+    def app(environ: Any, start_response: Any) -> Any:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"1 legacy write\n")
+        current_response().stream.write("2 stream\n")
+        write(b"3 legacy again\n")
+        return iterable
+
+    response = webtest_app(live(app), lint=True).get("/")
+    assert response.body == (b"1 legacy write\n2 stream\n3 legacy again\n"
+                             b"4 iterable\n5 iterable\n")
+    assert len(iterable.close_calls) == 1
+    assert iterable.close_calls[0].startswith("live_wsgi")
+
+
+def test_chunks_reach_server_while_app_runs(live: Any) -> None:
+    """SPEC 1.2: each item of a returned iterable is streamed as W produces it."""
+    gate = [threading.Event() for _ in range(3)]
+
+    def produce(index: int) -> None:
+        if index:
+            wait(gate[index], f"gate {index}")
+
+    iterable = ClosingIterable([b"one", b"two", b"three"], before_item=produce)
+    response = open_stream(live(lambda environ, sr: iterable))
+    body = chunks(response)
+    assert next(body) == b"one"  # item 2 is not produced until the gate opens
+    gate[1].set()
+    assert next(body) == b"two"
+    gate[2].set()
+    assert next(body) == b"three"
+    assert list(body) == []
+    response.close()
+    wait(iterable.closed, "close()")
+    assert len(iterable.close_calls) == 1
+
+
+def test_app_without_start_response_answers_200(live: Any) -> None:
+    """SPEC 1.2: an app that never calls start_response answers 200."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.write(b"hi")
+        return []
+
+    response = webtest_app(live(app), lint=True).get("/")
+    assert response.status == "200 OK"
+    assert response.body == b"hi"
+
+
+def test_start_response_sets_status_and_adds_headers(live: Any) -> None:
+    """SPEC 1.2: start_response sets the status and adds to response.headers."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.headers["X-Before"] = "1"
+        start_response("201 Created", [("X-From-Start", "2")])
+        assert response.status == "201 Created"
+        assert response.status_code == 201
+        assert response.headers["X-Before"] == "1"
+        assert response.headers["X-From-Start"] == "2"
+        return [b"made"]
+
+    response = webtest_app(live(app), lint=True).post("/", status=201)
+    assert response.headers["X-Before"] == "1"
+    assert response.headers["X-From-Start"] == "2"
+
+
+def test_start_response_twice_without_exc_info_is_refused(live: Any) -> None:
+    """SPEC 1.2: PEP 3333 start_response rules hold on the worker."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        start_response("200 OK", [])
+        return []
+
+    with pytest.raises(RuntimeError, match="second time without exc_info"):
+        webtest_app(live(app)).get("/")
+
+
+def test_start_response_with_exc_info_replaces_before_commit(live: Any) -> None:
+    """SPEC 1.2: exc_info before the commit replaces status and headers."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("X-Old", "1")])
+        try:
+            raise ValueError("oops")
+        except ValueError:
+            import sys
+
+            start_response("500 Internal Server Error", [("X-New", "1")], sys.exc_info())
+        return [b"error page"]
+
+    response = webtest_app(live(app)).get("/", status=500)
+    assert "X-Old" not in response.headers
+    assert response.headers["X-New"] == "1"
+
+
+def test_when_predicate_passes_other_requests_through(live: Any) -> None:
+    """SPEC 1.3: non-matching requests run on the server thread, no hop."""
+    threads = {}
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        threads[environ["PATH_INFO"]] = threading.current_thread()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    mw = live(app, when=lambda environ: environ["PATH_INFO"].startswith("/live"))
+    plain = webtest_app(mw, lint=True).get("/plain")
+    assert threads["/plain"] is threading.current_thread()
+    assert plain.headers["Content-Length"] == "2"  # untouched
+    assert "X-Accel-Buffering" not in plain.headers
+    webtest_app(mw, lint=True).get("/live")
+    assert threads["/live"] is not threading.current_thread()
+
+
+def test_when_predicate_may_override_options(live: Any) -> None:
+    """SPEC 1.3: a predicate may return per-route options; unknown keys are refused."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = live(app, when=lambda environ: {"queue_size": 1, "write_timeout": 1})
+    assert webtest_app(mw).get("/").body == b"ok"
+    bad = live(app, when=lambda environ: {"queue_sise": 1})
+    with pytest.raises(ValueError, match="unknown live option"):
+        webtest_app(bad).get("/")
+
+
+# -- 2. Commit -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trigger", ["write", "empty write", "close", "return"])
+def test_commit_triggers(live: Any, trigger: str) -> None:
+    """SPEC 2.1: a write (an empty one too), close or return commits."""
+    release = threading.Event()
+    done = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.status = "202 Accepted"
+        stream = response.stream
+        if trigger == "write":
+            stream.write(b"x")
+        elif trigger == "empty write":
+            stream.write(b"")
+        elif trigger == "close":
+            stream.close()
+        else:
+            return []
+        done["committed"] = response.committed
+        wait(release, "release")
+        return []
+
+    # open_stream returns once the server thread called start_response, while
+    # the app is still blocked (except for "return", which ended the app).
+    response = open_stream(live(app))
+    assert response.status_code == 202
+    release.set()
+    response.close()
+    if trigger != "return":
+        assert done["committed"] is True
+
+
+def test_error_commits_and_reaches_server(live: Any) -> None:
+    """SPEC 2.1: an error commits (the server thread is released by it)."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        raise LookupError("no such thing")
+
+    with pytest.raises(LookupError, match="no such thing"):
+        webtest_app(live(app)).get("/")
+
+
+def test_headers_mutable_before_commit_refused_after(live: Any) -> None:
+    """SPEC 2.2: status and headers change freely before commit, raise after."""
+    facts = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.status = "404 Not Found"
+        assert response.status_code == 404
+        response.status_code = 418
+        assert response.status == "418 I'm a teapot"
+        response.status = 201
+        assert response.status == "201 Created"
+        response.headers["X-A"] = "1"
+        response.headers.add("X-B", "2")
+        del response.headers["X-B"]
+        response.stream.write(b"body")
+        for name, change in [
+            ("status", lambda: setattr(response, "status", "500 Oops")),
+            ("status_code", lambda: setattr(response, "status_code", 500)),
+            ("setitem", lambda: response.headers.__setitem__("X-A", "2")),
+            ("add", lambda: response.headers.add("X-C", "3")),
+            ("set", lambda: response.headers.set("X-C", "3")),
+            ("del", lambda: response.headers.__delitem__("X-A")),
+            ("extend", lambda: response.headers.extend({"X-D": "4"})),
+            ("update", lambda: response.headers.update({"X-D": "4"})),
+            ("setdefault", lambda: response.headers.setdefault("X-E", "5")),
+            ("clear", lambda: response.headers.clear()),
+            ("pop", lambda: response.headers.pop("X-A")),
+            ("remove", lambda: response.headers.remove("X-A")),
+            ("content_length", lambda: setattr(response, "content_length", 3)),
+        ]:
+            with pytest.raises(HeadersAlreadySent):
+                change()
+            facts[name] = "refused"
+        facts["headers"] = dict(response.headers)
+        return []
+
+    response = webtest_app(live(app), lint=True).get("/", status=201)
+    assert response.body == b"body"
+    assert facts["headers"]["X-A"] == "1"
+    assert len(facts.facts) == 14
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["200 OK\r\nX-Injected: 1", "200\nOK", "abc", "99 Too Low", "200 OK\x00", 200.0],
+)
+def test_bad_status_is_refused(live: Any, status: Any) -> None:
+    """SPEC 2.2: a status can never inject a header; bad ones raise clearly."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().status = status
+        return []
+
+    with pytest.raises((ValueError, TypeError), match="status"):
+        webtest_app(live(app)).get("/")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-Evil", "a\x00b"), ("Bad Name", "v"), ("X-Uni", "caf\u00e9\u2603")],
+)
+def test_bad_headers_fail_before_commit(live: Any, name: str, value: str) -> None:
+    """SPEC 2.3: unsafe headers fail the request before commit (a 500), never go out."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().headers.add(name, value)
+        current_response().stream.write(b"never sent")
+        return []
+
+    with pytest.raises(ValueError, match="header"):
+        webtest_app(live(app)).get("/")
+
+
+def test_commit_defaults(live: Any) -> None:
+    """SPEC 2.3: no-cache, no Content-Length, X-Accel-Buffering, no hop-by-hop, a Content-Type."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [
+            ("Content-Length", "5"), ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"), ("Trailer", "X-T"),
+        ])  # fmt: skip
+        return [b"hello world"]
+
+    response = open_stream(live(app))  # the headers exactly as the server gets them
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    assert headers["cache-control"] == "no-cache"
+    assert headers["x-accel-buffering"] == "no"
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    for hop in ("content-length", "connection", "keep-alive", "transfer-encoding",
+                "upgrade", "trailer"):
+        assert hop not in headers
+    assert b"".join(chunks(response)) == b"hello world"
+    response.close()
+
+
+def test_commit_defaults_keep_what_the_app_set(live: Any) -> None:
+    """SPEC 2.3: the app's own Cache-Control, X-Accel-Buffering, Content-Type stay."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Cache-Control", "private, max-age=5"),
+                                  ("X-Accel-Buffering", "yes"),
+                                  ("Content-Type", "text/csv")])
+        return [b"a,b\n"]
+
+    response = webtest_app(live(app), lint=True).get("/")
+    assert response.headers["Cache-Control"] == "private, max-age=5"
+    assert response.headers["X-Accel-Buffering"] == "yes"
+    assert response.headers["Content-Type"] == "text/csv"
+
+
+def test_known_length_keeps_content_length(live: Any) -> None:
+    """SPEC 2.3: Content-Length stays when the app declared a known length."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().content_length = 6
+        current_response().stream.write(b"abc")
+        current_response().stream.write(b"def")
+        return []
+
+    response = webtest_app(live(app), lint=True).get("/")
+    assert response.headers["Content-Length"] == "6"
+    assert response.body == b"abcdef"
+
+
+def _occupy(live: Any, n: int, **options: Any) -> tuple[Any, list[Any], threading.Event]:
+    """A middleware with an n-thread pool, every thread held by an open stream."""
+    release = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/hold":
+            current_response().stream.write(b"holding\n")
+            wait(release, "release")
+            return []
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+    mw = live(app, max_workers=n, **options)
+    held = [open_stream(mw, "/hold") for _ in range(n)]
+    return mw, held, release
+
+
+def test_saturated_pool_answers_503_with_retry_after(live: Any) -> None:
+    """SPEC 2.4: with every worker busy, request N+1 gets 503 + Retry-After, never runs."""
+    ran = threading.Event()
+    mw, held, release = _occupy(live, 2, queue_timeout=0.2, retry_after=7)
+    original = mw.app
+
+    def spy(environ: Any, start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/extra":
+            ran.set()
+        return original(environ, start_response)
+
+    mw.app = spy
+    response = webtest_app(mw, lint=True).get("/extra", status=503)
+    assert response.headers["Retry-After"] == "7"
+    release.set()
+    for r in held:
+        assert b"".join(chunks(r)) == b"holding\n"
+        r.close()
+    assert mw.wait_idle(10)
+    assert not ran.is_set(), "the job that got 503 must never run"
+    assert webtest_app(mw, lint=True).get("/again").body == b"served"
+
+
+def test_saturated_pool_gives_event_source_a_retry(live: Any) -> None:
+    """SPEC 2.4: an EventSource gets 200, text/event-stream, retry:, and a clean end."""
+    mw, held, release = _occupy(live, 1, queue_timeout=0.2, retry_after=3)
+    response = webtest_app(mw, lint=True).get("/sse", headers={"Accept": "text/event-stream"})
+    assert response.status_int == 200
+    assert response.content_type == "text/event-stream"
+    assert response.body == b"retry: 3000\n\n"
+    curl_like = webtest_app(mw).get("/x", headers={"Accept": "*/*"}, status=503)
+    assert curl_like.status_int == 503
+    release.set()
+    for r in held:
+        r.close()
+
+
+def test_commit_timeout_answers_504_and_next_write_raises(live: Any) -> None:
+    """SPEC 2.4: commit_timeout bounds the wait for commit; W's next write raises."""
+    release = threading.Event()
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        wait(release, "release")
+        try:
+            current_response().stream.write(b"too late")
+        except CommitTimeout as exc:
+            seen["error"] = exc
+        seen.done.set()
+        return []
+
+    response = webtest_app(live(app, commit_timeout=0.2), lint=True).get("/", status=504)
+    assert response.status_int == 504
+    release.set()
+    wait(seen.done)
+    assert isinstance(seen["error"], CommitTimeout)
+    assert isinstance(seen["error"], TimeoutError)
+
+
+@pytest.mark.parametrize(("method", "status"), [
+    ("HEAD", "200 OK"), ("GET", "204 No Content"), ("GET", "304 Not Modified"),
+])  # fmt: skip
+def test_bodiless_responses_never_strand_the_worker(live: Any, method: str, status: str) -> None:
+    """SPEC 2.5: HEAD, 204, 304 commit without a body; writes never block W."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response(status, [("Content-Type", "text/plain")])
+        stream = current_response().stream
+        for _ in range(50):  # far more than queue_size=1
+            stream.write(b"x" * 70_000)
+        seen.done.set()
+        wait(seen.facts.setdefault("go", threading.Event()), "go")
+        try:
+            while True:  # an endless producer must stop once the response is over
+                stream.write(b"more")
+        except ClientDisconnected:
+            seen["stopped"] = True
+        return []
+
+    seen["go"] = threading.Event()
+    mw = live(app, queue_size=1)
+    response = open_stream(mw, "/", method=method)
+    wait(seen.done, "50 writes")
+    assert b"".join(chunks(response)) == b""
+    response.close()
+    seen["go"].set()
+    assert mw.wait_idle(10)
+    assert seen["stopped"] is True
+
+
+# -- 4. Disconnects ---------------------------------------------------------
+
+
+def _endless(seen: Recorder, ignore: bool = False) -> Any:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.ignore_disconnect = ignore
+        dropped = 0
+        try:
+            for i in range(100_000):
+                if stream.write(b"tick %d\n" % i) == 0:
+                    dropped += 1
+                    if dropped == 3:
+                        break
+        except ClientDisconnected as exc:
+            seen["error"] = exc
+            raise
+        finally:
+            seen["dropped"] = dropped
+            seen["connected"] = stream.connected
+        return []
+
+    return app
+
+
+def test_disconnect_raises_in_producer_and_frees_the_thread(live: Any) -> None:
+    """SPEC 4.1, 4.3: an early close aborts; the next write raises; the thread is freed."""
+    seen = Recorder()
+    mw = live(_endless(seen), queue_size=2)
+    response = open_stream(mw)
+    assert next(chunks(response)).startswith(b"tick 0")
+    response.close()  # the server closes the body early: the client left
+    assert mw.wait_idle(10)
+    assert isinstance(seen["error"], ClientDisconnected)
+    assert seen["connected"] is False
+    assert mw.active_streams == 0
+
+
+def test_ignore_disconnect_drops_writes(live: Any) -> None:
+    """SPEC 4.1: with ignore_disconnect the writes after a disconnect are dropped."""
+    seen = Recorder()
+    mw = live(_endless(seen, ignore=True), queue_size=2)
+    response = open_stream(mw)
+    next(chunks(response))
+    response.close()
+    assert mw.wait_idle(10)
+    assert seen.get("error") is None
+    assert seen["dropped"] == 3
+
+
+def test_uncaught_disconnect_runs_on_error_but_logs_info(live: Any, caplog: Any) -> None:
+    """SPEC 4.1, 5.3: an uncaught ClientDisconnected runs on_error callbacks, logs INFO."""
+    seen = Recorder()
+    reported = []
+    called = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.on_error(called.append)
+        return _endless(seen)(environ, start_response)  # type: ignore[no-any-return]
+
+    mw = live(app, queue_size=2, on_error=lambda environ, exc: reported.append(exc))
+    caplog.set_level(logging.DEBUG, logger="live_wsgi")
+    response = open_stream(mw)
+    next(chunks(response))
+    response.close()
+    assert mw.wait_idle(10)
+    assert len(called) == 1 and isinstance(called[0], ClientDisconnected)
+    assert reported == []
+    records = [r for r in caplog.records if r.name == "live_wsgi"]
+    assert records and all(r.levelno <= logging.INFO for r in records)
+
+
+def test_blocked_writer_wakes_on_disconnect(live: Any) -> None:
+    """SPEC 4.3: a producer blocked on a full queue is released by the abort."""
+    seen = Recorder()
+    mw = live(_endless(seen), queue_size=1, write_timeout=None)
+    response = open_stream(mw)
+    body = chunks(response)
+    next(body)
+    # Without reading further the producer soon blocks on the full queue,
+    # and nothing but the abort can wake it (write_timeout is off).
+    response.close()
+    assert mw.wait_idle(10)
+    assert isinstance(seen["error"], ClientDisconnected)
+
+
+# -- 5. Errors ---------------------------------------------------------------
+
+
+def test_error_before_commit_is_raised_on_server_thread(live: Any) -> None:
+    """SPEC 5.1: the outer stack sees the app's exception, on its own thread."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().headers["X-A"] = "1"
+        raise KeyError("missing")
+
+    caught = []
+
+    def outer(environ: Any, start_response: Any) -> Any:
+        try:
+            return mw(environ, start_response)
+        except KeyError as exc:
+            caught.append((exc, threading.current_thread()))
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"handled outside"]
+
+    mw = live(app)
+    response = webtest_app(outer, lint=True).get("/", status=500)
+    assert response.body == b"handled outside"
+    assert caught[0][1] is threading.current_thread()
+    assert "app" in [f.name for f in _frames(caught[0][0])]  # traceback reaches into the app
+
+
+def _frames(exc: BaseException) -> list[Any]:
+    import traceback
+
+    return traceback.extract_tb(exc.__traceback__)
+
+
+def test_error_after_commit_logs_reports_and_cuts(live: Any, caplog: Any) -> None:
+    """SPEC 5.2: logged once, on_error callbacks (a failing one logged), reporter, body cut."""
+    calls: list[str] = []
+    reported = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+
+        @stream.on_error
+        def first(exc: BaseException) -> None:
+            calls.append("first")
+            raise OSError("callback broke")
+
+        stream.on_error(lambda exc: calls.append(f"second {exc}"))
+        stream.write(b"partial")
+        raise RuntimeError("producer broke")
+
+    mw = live(app, on_error=lambda environ, exc: reported.append((environ["PATH_INFO"], exc)))
+    caplog.set_level(logging.INFO, logger="live_wsgi")
+    response = open_stream(mw, "/report")
+    body = chunks(response)
+    assert next(body) == b"partial"
+    with pytest.raises(ResponseAborted):
+        next(body)
+    response.close()
+    assert mw.wait_idle(10)
+    assert calls == ["first", "second producer broke"]
+    assert [(path, str(exc)) for path, exc in reported] == [("/report", "producer broke")]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([r for r in errors if "producer broke" in str(r.exc_info)]) == 1
+    assert any("callback" in r.getMessage() for r in errors)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_base_exceptions_before_commit_hang_nothing(live: Any, exc_type: type) -> None:
+    """SPEC 5.4: KeyboardInterrupt/SystemExit release S; W is cleaned up."""
+    iterable = ClosingIterable([b"a"], before_item=lambda i: (_ for _ in ()).throw(exc_type()))
+    mw = live(lambda environ, sr: iterable)
+    with pytest.raises(exc_type):
+        open_stream(mw)
+    assert mw.wait_idle(10)
+    assert len(iterable.close_calls) == 1
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_base_exceptions_after_commit_hang_nothing(live: Any, exc_type: type) -> None:
+    """SPEC 5.4: after commit the stream is cut and S is released."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.write(b"started")
+        raise exc_type()
+
+    mw = live(app)
+    response = open_stream(mw)
+    with pytest.raises(ResponseAborted):
+        b"".join(chunks(response))
+    response.close()
+    assert mw.wait_idle(10)
+
+
+# -- close() of the app's iterable on every path (SPEC 1.2) -------------------
+
+
+def _exit_paths() -> list[str]:
+    return ["normal", "error before commit", "error after commit",
+            "early close", "write timeout", "commit timeout"]
+
+
+@pytest.mark.parametrize("path", _exit_paths())
+def test_app_iterable_closed_once_on_worker(live: Any, path: str) -> None:
+    """SPEC 1.2: close() of the app's iterable runs on W exactly once, whatever happens."""
+    release = threading.Event()
+
+    def before(index: int) -> None:
+        if path == "commit timeout" and index == 0:
+            wait(release, "release")
+
+    items = [b"x" * 70_000 for _ in range(20)]
+    fail_at = {"error before commit": 0, "error after commit": 2}.get(path)
+    iterable = ClosingIterable(items, fail_at=fail_at, before_item=before)
+    options: dict[str, Any] = {"queue_size": 1}
+    if path == "write timeout":
+        options["write_timeout"] = 0.2
+    if path == "commit timeout":
+        options["commit_timeout"] = 0.2
+    mw = live(lambda environ, sr: iterable, **options)
+    if path == "error before commit":
+        with pytest.raises(ValueError):
+            open_stream(mw)
+    elif path == "commit timeout":
+        response = open_stream(mw)
+        assert response.status_code == 504
+        release.set()
+        response.close()
+    else:
+        response = open_stream(mw)
+        body = chunks(response)
+        next(body)
+        if path == "normal":
+            assert len(b"".join(body)) == 19 * 70_000
+        elif path == "error after commit":
+            with pytest.raises(ResponseAborted):
+                list(body)
+        elif path == "write timeout":
+            wait(iterable.closed, "close after the write timeout")
+        response.close()
+    assert mw.wait_idle(10)
+    assert len(iterable.close_calls) == 1, iterable.close_calls
+    assert iterable.close_calls[0].startswith("live_wsgi")
+
+
+# -- arguments -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_workers": 0}, "max_workers"),
+    ({"queue_size": 0}, "queue_size"),
+    ({"queue_timeout": 0}, "queue_timeout"),
+    ({"queue_timeout": None}, "queue_timeout"),
+    ({"commit_timeout": -1}, "commit_timeout"),
+    ({"write_timeout": "5"}, "write_timeout"),
+    ({"on_error": 3}, "on_error"),
+    ({"when": "yes"}, "when"),
+    ({"retry_after": -1}, "retry_after"),
+    ({"excluded_keys": "db"}, "excluded_keys"),
+])  # fmt: skip
+def test_bad_arguments_are_refused_clearly(kwargs: dict[str, Any], message: str) -> None:
+    """SPEC 2.4: options are validated in __init__, with a message naming them."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        LiveMiddleware(lambda e, s: [], **kwargs)
+
+
+def test_executor_and_max_workers_are_exclusive() -> None:
+    """SPEC 2.4: a given executor excludes max_workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="not both"):
+        LiveMiddleware(lambda e, s: [], executor=pool, max_workers=2)
+
+
+def test_user_executor_is_used_and_not_shut_down(live: Any) -> None:
+    """SPEC 2.4: the app runs on a user's executor, which the middleware leaves open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2, thread_name_prefix="mine") as pool:
+        names = []
+
+        def app(environ: Any, start_response: Any) -> list[bytes]:
+            names.append(threading.current_thread().name)
+            return [b"ok"]
+
+        mw = live(app, executor=pool)
+        assert webtest_app(mw).get("/").body == b"ok"
+        mw.shutdown()
+        assert pool.submit(lambda: 1).result(5) == 1
+    assert names[0].startswith("mine")
+
+
+def test_write_after_close_in_app_raises_stream_closed(live: Any) -> None:
+    """SPEC 3.3: a write after close raises StreamClosed in the app."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.write(b"a")
+        stream.close()
+        stream.close()
+        try:
+            stream.write(b"b")
+        except StreamClosed as exc:
+            seen["error"] = exc
+        return []
+
+    assert webtest_app(live(app), lint=True).get("/").body == b"a"
+    assert isinstance(seen["error"], StreamClosed)

@@ -1,0 +1,91 @@
+"""The real-server tier: gunicorn gthread on loopback, raw-socket clients.
+
+Chunks are proven to arrive one by one *while the producer runs*: the
+producer writes chunk i, then waits for the client to acknowledge it through
+a second request before producing chunk i+1.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .realserver import Server, gunicorn, send_request
+
+pytestmark = pytest.mark.timeout(60)
+
+APP = "tests.apps.live_app:app"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with gunicorn(APP) as srv:
+        yield srv
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+def test_chunks_arrive_one_by_one_while_producing(server: Server) -> None:
+    """SPEC 1.2: each chunk reaches the client before the next one is produced."""
+    k = key()
+    response = server.get(f"/chunks?n=4&key={k}")
+    assert response.status == 200
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert response.chunked
+    for i in range(4):
+        assert response.read_until(b"\n").endswith(f"chunk {i}\n".encode())
+        server.get_json(f"/ack?key={k}&i={i}")  # lets the producer go on
+    assert response.next_chunk() is None and response.complete
+    response.close()
+    result = server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "done"
+
+
+def test_iterable_app_streams_complete_body(server: Server) -> None:
+    """SPEC 3.4: a returned iterable ends with a complete chunked body."""
+    response = server.get("/iterable")
+    assert response.read_all() == b"one\ntwo\nthree\n"
+    assert response.complete
+    response.close()
+
+
+def test_disconnect_frees_the_producer(server: Server) -> None:
+    """SPEC 4.1, 4.3: the client drops the socket; the producer's write raises; thread freed."""
+    k = key()
+    response = server.get(f"/forever?key={k}&size=4096")
+    assert response.next_chunk()
+    response.close()
+    result = server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "ClientDisconnected"
+    assert result["idle"] is True and result["active"] == 0
+
+
+def test_error_after_commit_cuts_the_connection(server: Server) -> None:
+    """SPEC 5.2: after commit an error ends the body without its final chunk."""
+    response = server.get("/fail-after-commit")
+    assert response.status == 200
+    body, complete = response.read_to_eof()
+    response.close()
+    assert body == b"partial body\n"
+    assert complete is False
+
+
+def test_stalled_client_trips_write_timeout(server: Server) -> None:
+    """SPEC 3.2: a client that stops reading makes the producer's write time out."""
+    k = key()
+    sock = server.connect()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    send_request(sock, f"/forever?key={k}&size=65536")
+    try:
+        # Read nothing: kernel buffers fill, the queue fills, the write blocks.
+        result = server.get_json(f"/result?key={k}")
+    finally:
+        sock.close()
+    assert result["outcome"] == "WriteTimeout"
+    assert result["idle"] is True

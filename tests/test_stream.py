@@ -1,0 +1,272 @@
+"""The stream and its channel: SPEC 3.1-3.6."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from live_wsgi import (
+    ClientDisconnected,
+    ContentLengthError,
+    StreamClosed,
+    WriteTimeout,
+    current_response,
+)
+from live_wsgi.channel import COALESCE_LIMIT, CUT, EOF, Channel
+
+from .support import Recorder, chunks, open_stream, wait, webtest_app
+
+pytestmark = pytest.mark.timeout(30)
+
+BIG = b"x" * COALESCE_LIMIT  # never merged with a neighbour
+
+
+def test_write_accepts_bytes_like_and_str(live: Any) -> None:
+    """SPEC 3.1: bytes, bytearray, memoryview (copied) and str (UTF-8); returns the size."""
+    sizes = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        buffer = bytearray(b"abc")
+        view = memoryview(bytearray(b"def"))
+        sizes.append(stream.write(b"123"))
+        sizes.append(stream.write(buffer))
+        buffer[:] = b"XXX"  # copied before queueing: the client never sees this
+        sizes.append(stream.write(view))
+        view[:] = b"YYY"
+        sizes.append(stream.write("caf\u00e9"))
+        return []
+
+    body = webtest_app(live(app), lint=True).get("/").body
+    assert body == b"123abcdefcaf\xc3\xa9"
+    assert sizes == [3, 3, 3, 5]
+
+
+@pytest.mark.parametrize("bad", [42, None, ["a"], 3.5, object()])
+def test_write_refuses_other_types(live: Any, bad: Any) -> None:
+    """SPEC 3.1: anything else raises TypeError naming the type."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        try:
+            current_response().stream.write(bad)
+        except TypeError as exc:
+            seen["error"] = str(exc)
+        return [b"ok"]
+
+    webtest_app(live(app)).get("/")
+    assert type(bad).__name__ in seen["error"]
+
+
+def test_writeln_adds_newline_only_when_missing(live: Any) -> None:
+    """SPEC 3.1: writeln(s) adds a newline only when missing."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        assert stream.writeln("a") == 2
+        stream.writeln("b\n")
+        stream.writeln(b"c")
+        stream.writeln(b"d\n")
+        return []
+
+    assert webtest_app(live(app), lint=True).get("/").body == b"a\nb\nc\nd\n"
+
+
+def test_queue_is_bounded_and_write_times_out() -> None:
+    """SPEC 3.2: a full queue blocks writes; past write_timeout WriteTimeout aborts."""
+    channel = Channel(3)
+    for _ in range(3):
+        channel.put(BIG, timeout=0.05)
+    assert len(channel._chunks) == 3
+    with pytest.raises(WriteTimeout) as info:
+        channel.put(BIG, timeout=0.05)
+    assert isinstance(info.value, ClientDisconnected)
+    assert isinstance(info.value, TimeoutError)
+    assert channel.aborted and len(channel._chunks) == 0
+    assert channel.take(0) is CUT
+
+
+def test_backpressure_with_slow_reader(live: Any) -> None:
+    """SPEC 3.2: a fast producer never holds more than queue_size chunks."""
+    high_water = []
+    mw = None
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        channel = environ["live_wsgi.response"].stream._channel
+        for _ in range(200):
+            stream.write(BIG)
+            high_water.append(len(channel._chunks))
+        return []
+
+    mw = live(app, queue_size=4)
+    response = open_stream(mw)
+    received = 0
+    for chunk in chunks(response):  # reads one chunk at a time
+        received += len(chunk)
+    response.close()
+    assert received == 200 * len(BIG)
+    assert max(high_water) <= 4
+
+
+def test_unbounded_queue_never_blocks() -> None:
+    """SPEC 3.2: queue_size None means unbounded."""
+    channel = Channel(None)
+    for _ in range(100):
+        channel.put(BIG, timeout=0)
+    assert len(channel._chunks) == 100
+
+
+def test_small_writes_merge_while_reader_is_busy() -> None:
+    """SPEC 3.2: queued small writes are handed over as one chunk, bytes unchanged."""
+    channel = Channel(2)
+    for i in range(1000):
+        channel.put(b"%04d" % i, timeout=0)
+    taken = channel.take(0)
+    assert taken == b"".join(b"%04d" % i for i in range(1000))
+    assert channel.take(0) is None
+
+
+def test_close_is_idempotent_and_write_after_close_raises(live: Any) -> None:
+    """SPEC 3.3: close() twice is fine; a later write raises StreamClosed."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.write(b"body")
+        stream.close()
+        stream.close()
+        assert stream.closed
+        try:
+            stream.write(b"more")
+        except StreamClosed as exc:
+            seen["error"] = exc
+        return []
+
+    assert webtest_app(live(app), lint=True).get("/").body == b"body"
+    assert isinstance(seen["error"], StreamClosed)
+
+
+def test_close_never_deadlocks_on_full_queue_with_vanished_client(live: Any) -> None:
+    """SPEC 3.3: close() on a full queue whose client left returns at once."""
+    seen = Recorder()
+    full = threading.Event()
+    left = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.write(BIG)
+        stream.write(BIG)  # queue_size=2: after the reader took one, it is full
+        full.set()
+        wait(left, "client left")
+        stream.close()  # must not block on the full queue
+        seen["closed"] = True
+        return []
+
+    mw = live(app, queue_size=2, write_timeout=None)
+    response = open_stream(mw)
+    wait(full, "full queue")
+    response.close()  # the client vanished without reading
+    left.set()
+    assert mw.wait_idle(10)
+    assert seen["closed"] is True
+
+
+def test_close_on_full_queue_with_present_client() -> None:
+    """SPEC 3.3: close() never waits for room; the end queues behind the data."""
+    channel = Channel(1)
+    channel.put(BIG, timeout=0)
+    assert channel.end() is True
+    assert channel.end() is False
+    assert channel.take(0) == BIG
+    assert channel.take(0) is EOF
+
+
+def test_app_returning_without_close_ends_the_body(live: Any) -> None:
+    """SPEC 3.4: a finished app never leaves the body open."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.write(b"no explicit close")
+        return []
+
+    mw = live(app)
+    response = open_stream(mw)
+    assert b"".join(chunks(response)) == b"no explicit close"  # iteration ends
+    response.close()
+    assert mw.wait_idle(10)
+
+
+def test_end_is_a_sentinel_distinct_from_empty_chunks(live: Any) -> None:
+    """SPEC 3.5: empty writes never end the body; the end is a private sentinel."""
+    channel = Channel(4)
+    channel.end()
+    item = channel.take(0)
+    assert item is EOF and item != b"" and not isinstance(item, bytes)
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.write(b"")
+        stream.write(b"a")
+        stream.write(b"")
+        stream.write(b"b")
+        return [b"", b"c"]
+
+    response = open_stream(live(app))
+    received = list(chunks(response))
+    response.close()
+    assert b"".join(received) == b"abc"
+    assert b"" not in received  # an empty chunk could end a chunked body early
+
+
+def test_wait_returns_early_on_disconnect(live: Any) -> None:
+    """SPEC 3.6: stream.wait() wakes (True) on disconnect; False when time runs out."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        seen["timed out"] = stream.wait(0.01)
+        stream.write(b"waiting")
+        seen["woken"] = stream.wait(60)
+        seen["connected"] = stream.connected
+        return []
+
+    mw = live(app)
+    response = open_stream(mw)
+    next(chunks(response))
+    response.close()
+    assert mw.wait_idle(10)
+    assert seen["timed out"] is False
+    assert seen["woken"] is True
+    assert seen["connected"] is False
+
+
+def test_declared_length_mismatch_is_an_error(live: Any) -> None:
+    """SPEC 3.4: a body shorter or longer than its declared length is cut, never complete."""
+    seen = Recorder()
+
+    def short(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().content_length = 10
+        current_response().stream.write(b"12345")
+        return []
+
+    def long(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().content_length = 3
+        current_response().stream.write(b"123")
+        try:
+            current_response().stream.write(b"4")
+        except ContentLengthError as exc:
+            seen["error"] = exc
+            raise
+        return []
+
+    from live_wsgi import ResponseAborted
+
+    for app in (short, long):
+        response = open_stream(live(app))
+        assert response.headers["Content-Length"] in ("10", "3")
+        with pytest.raises(ResponseAborted):
+            b"".join(chunks(response))
+        response.close()
+    assert isinstance(seen["error"], ContentLengthError)
