@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .channel import Channel
-from .errors import ClientDisconnected, CommitTimeout
+from .errors import ClientDisconnected, CommitTimeout, StreamClosed
 from .response import LiveResponse, _current, normalize_status
 
 if TYPE_CHECKING:
@@ -246,7 +246,10 @@ class Job:
             return
         # After commit: the status is gone. Log once, tell the callbacks,
         # then end the body incomplete.
-        if isinstance(error, ClientDisconnected):
+        expected = isinstance(error, ClientDisconnected) or (
+            isinstance(error, StreamClosed) and self.middleware.closing
+        )
+        if expected:
             log.info("live_wsgi: %s %s: %s", self.environ.get("REQUEST_METHOD"),
                      self.environ.get("PATH_INFO"), error)
         else:
@@ -256,6 +259,6 @@ class Job:
                       self.environ.get("PATH_INFO"),
                       exc_info=(type(error), error, error.__traceback__))
         stream._run_error_callbacks(error)
-        if not isinstance(error, ClientDisconnected):
+        if not expected:
             self.middleware._report_error(self.environ, error)
         stream._fail()

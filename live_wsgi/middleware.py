@@ -345,6 +345,11 @@ class LiveMiddleware:
             log.exception("live_wsgi: the on_error reporter failed")
 
     @property
+    def closing(self) -> bool:
+        """True once ``shutdown`` started."""
+        return self._closing
+
+    @property
     def active_streams(self) -> int:
         """How many live requests are queued or running right now."""
         return len(self._jobs)
