@@ -17,11 +17,14 @@ from .errors import (
     StreamClosed,
     WriteTimeout,
 )
+from .files import send_stream
 from .middleware import LiveMiddleware
 from .response import LiveResponse, current_response
+from .sse import SSE, last_event_id
 from .stream import Stream
 
 __all__ = [
+    "SSE",
     "ClientDisconnected",
     "CommitTimeout",
     "ContentLengthError",
@@ -34,6 +37,8 @@ __all__ = [
     "StreamClosed",
     "WriteTimeout",
     "current_response",
+    "last_event_id",
+    "send_stream",
     "share_local",
     "unshare_local",
 ]

@@ -9,19 +9,32 @@ chunk.
 
 ``close()`` before the end is an abort: the client went away (or the server
 gave up on it), so the producer's next write raises ``ClientDisconnected``.
+
+While the producer is silent the server thread still wakes every ``tick``:
+for ``text/event-stream`` it sends a heartbeat comment after ``heartbeat``
+seconds of silence, and where the server exposes the client socket (or
+waitress's disconnect check) it probes it without writing, so a client that
+left is noticed within about ``probe_interval`` even when nothing is sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from . import signals
 from .channel import EOF
 from .errors import ClientDisconnected, ResponseAborted
 
 if TYPE_CHECKING:
     from .job import Job
+
+#: What a heartbeat sends: an SSE comment line, ignored by every client.
+HEARTBEAT = b": heartbeat\n"
 
 #: environ keys under which servers expose the client socket.
 SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
@@ -38,18 +51,69 @@ def client_socket(environ: dict[str, object]) -> socket.socket | None:
     return None
 
 
+def disconnect_probe(environ: dict[str, Any]) -> Callable[[], bool] | None:
+    """A check that tells, without writing, whether the client has left."""
+    check = environ.get("waitress.client_disconnected")
+    if callable(check):
+        return check  # type: ignore[no-any-return]
+    sock = client_socket(environ)
+    if sock is None:
+        return None
+    # gevent wraps the real socket; peek on that one so the call never yields.
+    raw = getattr(sock, "_sock", sock)
+
+    def probe() -> bool:
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(raw.fileno(), select.POLLIN | select.POLLPRI)
+                if not poller.poll(0):
+                    return False
+            elif not select.select([raw], [], [], 0)[0]:
+                return False
+            # Readable: either the next pipelined request, or the end.
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True  # reset, or closed under us
+
+    return probe
+
+
 class LiveBody:
-    """The iterable returned to the server for a live response with a body."""
+    """The iterable returned to the server for a live response with a body.
 
-    __slots__ = ("_closed", "_finished", "_job", "_take", "_tick", "bytes_sent")
+    :param heartbeat: seconds of silence before a heartbeat comment is sent
+        (only for ``text/event-stream``); None for never.
+    :param probe_interval: seconds between disconnect probes while idle;
+        None for never.
+    """
 
-    def __init__(self, job: Job, tick: float | None = None) -> None:
+    __slots__ = ("_closed", "_finished", "_heartbeat", "_job", "_last", "_outcome",
+                 "_probe", "_silent", "_take", "_tick", "bytes_sent")  # fmt: skip
+
+    def __init__(
+        self,
+        job: Job,
+        heartbeat: float | None = None,
+        probe_interval: float | None = None,
+    ) -> None:
         self._job = job
         self._take = job.channel.take
-        self._tick = tick
+        content_type = job.response.headers.get("Content-Type", "")
+        if not content_type.lower().startswith("text/event-stream"):
+            heartbeat = None
+        self._heartbeat = heartbeat
+        self._probe = disconnect_probe(job.environ) if probe_interval else None
+        ticks = [t for t in (heartbeat, probe_interval if self._probe else None) if t]
+        self._tick = min(ticks) if ticks else None
+        self._silent = 0.0
+        self._last = b"\n"
         self._finished = False
         self._closed = False
-        #: Body bytes handed to the server so far.
+        self._outcome = "complete"
+        #: Body bytes handed to the server so far (heartbeats included).
         self.bytes_sent = 0
 
     def __iter__(self) -> LiveBody:
@@ -61,17 +125,44 @@ class LiveBody:
             item = take(self._tick)
             if type(item) is bytes:
                 self.bytes_sent += len(item)
+                self._silent = 0.0
+                self._last = item
                 return item
             if item is None:
-                self._idle()
-                continue
+                beat = self._idle()
+                if beat is None:
+                    continue
+                self.bytes_sent += len(beat)
+                return beat
             self._finished = True
             if item is EOF:
                 raise StopIteration
+            if self._outcome == "complete":
+                self._outcome = "cut"
             self._cut()
 
-    def _idle(self) -> None:
-        """Called every ``tick`` seconds while the producer writes nothing."""
+    def _idle(self) -> bytes | None:
+        """Every ``tick`` of silence: probe the client, maybe send a heartbeat."""
+        assert self._tick is not None
+        self._silent += self._tick
+        if self._probe is not None and self._probe():
+            self._outcome = "disconnected"
+            self._job.channel.abort(ClientDisconnected, "the client disconnected")
+            self._emit_disconnected()
+            return None  # the next take() sees the abort and ends the body
+        heartbeat = self._heartbeat
+        if heartbeat is not None and self._silent >= heartbeat and self._last.endswith(b"\n"):
+            # Only between lines: a comment inside a half-written line would
+            # corrupt the event the producer is writing.
+            self._silent = 0.0
+            return HEARTBEAT
+        return None
+
+    def _emit_disconnected(self) -> None:
+        job = self._job
+        signals.emit(signals.client_disconnected, job.middleware, **job.facts(),
+                     bytes_sent=self.bytes_sent,
+                     duration=time.monotonic() - job.started_at)
 
     def _cut(self) -> None:
         sock = client_socket(self._job.environ)
@@ -88,8 +179,14 @@ class LiveBody:
         if self._closed:
             return
         self._closed = True
+        job = self._job
         if not self._finished:
-            self._job.channel.abort(ClientDisconnected, "the client disconnected")
+            self._outcome = "disconnected"
+            if job.channel.abort(ClientDisconnected, "the client disconnected"):
+                self._emit_disconnected()
+        signals.emit(signals.stream_closed, job.middleware, **job.facts(),
+                     bytes_sent=self.bytes_sent, outcome=self._outcome,
+                     duration=time.monotonic() - job.started_at)
 
 
 class NoBody:
@@ -112,7 +209,11 @@ class NoBody:
         raise StopIteration
 
     def close(self) -> None:
-        self._job.channel.abort(
+        job = self._job
+        job.channel.abort(
             ClientDisconnected,
             "the response has no body (HEAD, 1xx, 204 or 304) and was sent",
         )
+        signals.emit(signals.stream_closed, job.middleware, **job.facts(),
+                     bytes_sent=0, outcome="complete",
+                     duration=time.monotonic() - job.started_at)

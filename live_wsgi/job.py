@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import signals
 from .channel import Channel
 from .errors import ClientDisconnected, CommitTimeout, StreamClosed
 from .response import LiveResponse, _current, normalize_status
@@ -65,6 +66,8 @@ class Job:
             write_timeout=options.write_timeout,
             default_content_type=middleware.default_content_type,
         )
+        self.response.middleware = middleware
+        self.response.heartbeat = options.heartbeat
         environ["live_wsgi.response"] = self.response
         self._lock = threading.Lock()
         # Waited on by S in wait_commit(); notified by W when the job starts,
@@ -81,6 +84,17 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.environ.get('PATH_INFO', '')!r} {self.state}>"
+
+    def facts(self) -> dict[str, Any]:
+        """What signals tell about this request."""
+        environ = self.environ
+        response = self.response
+        return {
+            "environ": environ,
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": response.status if response.committed else None,
+        }
 
     # -- S side ----------------------------------------------------------------
 
@@ -133,6 +147,7 @@ class Job:
 
     def _run_in_context(self) -> None:
         _current.set(self.response)
+        signals.emit(signals.stream_started, self.middleware, **self.facts())
         options = self.options
         error: BaseException | None = None
         try:
@@ -222,6 +237,8 @@ class Job:
                 self.channel.discard()
             self.state = COMMITTED
             self._changed.notify()
+        signals.emit(signals.stream_committed, self.middleware, **self.facts(),
+                     headers=response.wsgi_headers())
 
     def _release_if_running(self, error: BaseException) -> bool:
         with self._lock:
@@ -261,4 +278,7 @@ class Job:
         stream._run_error_callbacks(error)
         if not expected:
             self.middleware._report_error(self.environ, error)
+            signals.emit(signals.stream_error, self.middleware, **self.facts(),
+                         error=error, bytes_sent=stream.bytes_written,
+                         duration=time.monotonic() - self.started_at)
         stream._fail()

@@ -59,12 +59,13 @@ class _Options:
     exclusions: Exclusions
     setup: SetupHook | None
     teardown: TeardownHook | None
+    heartbeat: float | None
 
 
 #: Keys a ``when`` predicate may return to override options for one request.
 ROUTE_OPTIONS = frozenset(
     {"queue_size", "queue_timeout", "commit_timeout", "write_timeout",
-     "excluded_keys", "setup", "teardown"}
+     "excluded_keys", "setup", "teardown", "heartbeat"}
 )  # fmt: skip
 
 
@@ -123,6 +124,14 @@ class LiveMiddleware:
     :param setup: ``setup(environ)``, run on the worker before the app.
     :param teardown: ``teardown(environ, error)``, run on the worker once the
         app has finished and the body has ended, whatever happened.
+    :param heartbeat: seconds of silence after which a ``text/event-stream``
+        response gets a heartbeat comment (default 15; ``None``: never).
+        Heartbeats keep proxies from closing idle streams and reveal clients
+        that left. ``response.heartbeat`` overrides it per response.
+    :param probe_interval: seconds between checks, while a body is idle,
+        whether the client is still there, where the server exposes its
+        socket or a disconnect check (default 1; ``None``: never). Nothing
+        is written: this also works for downloads.
     :param retry_after: the ``Retry-After`` seconds of a 503 (default 5).
     :param default_content_type: sent when the app sets no Content-Type.
 
@@ -147,6 +156,8 @@ class LiveMiddleware:
         excluded_keys: ExcludedKeys = (),
         setup: SetupHook | None = None,
         teardown: TeardownHook | None = None,
+        heartbeat: float | None = 15.0,
+        probe_interval: float | None = 1.0,
         retry_after: int = 5,
         default_content_type: str = "text/plain; charset=utf-8",
     ) -> None:
@@ -183,8 +194,10 @@ class LiveMiddleware:
                 f"default_content_type must be a MIME type str, not {default_content_type!r}"
             )
         self.default_content_type = default_content_type
+        self.probe_interval = _number("probe_interval", probe_interval, optional=True)
         self.options = self._make_options(
             None,
+            heartbeat=heartbeat,
             queue_size=queue_size,
             queue_timeout=queue_timeout,
             commit_timeout=commit_timeout,
@@ -218,7 +231,7 @@ class LiveMiddleware:
                 current[key] = _queue_size(value)
             elif key == "queue_timeout":
                 current[key] = _number(key, value)
-            elif key in ("commit_timeout", "write_timeout"):
+            elif key in ("commit_timeout", "write_timeout", "heartbeat"):
                 current[key] = _number(key, value, optional=True)
             elif key == "excluded_keys":
                 current["exclusions"] = Exclusions(value)
@@ -280,7 +293,7 @@ class LiveMiddleware:
                 raise
             if response.bodiless:
                 return NoBody(job)
-            return LiveBody(job)
+            return LiveBody(job, response.heartbeat, self.probe_interval)
         if state == FAILED:
             error = job.error
             job.error = None

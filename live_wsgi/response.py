@@ -173,6 +173,12 @@ class LiveResponse:
         self.committed = False
         #: True when the committed response carries no body (HEAD, 1xx/204/304).
         self.bodiless = False
+        #: Seconds of silence before a ``text/event-stream`` heartbeat; None
+        #: for none. Defaults to the middleware's ``heartbeat``; set it
+        #: before the commit to change it for this response.
+        self.heartbeat: float | None = None
+        #: The LiveMiddleware serving this response (the signals' sender).
+        self.middleware: Any = None
         self.stream = Stream(self, channel, write_timeout)
 
     def __repr__(self) -> str:

@@ -11,8 +11,9 @@ def test_public_api_is_pinned() -> None:
     assert sorted(live_wsgi.__all__) == sorted([
         "ClientDisconnected", "CommitTimeout", "ContentLengthError",
         "HeadersAlreadySent", "LiveError", "LiveMiddleware", "LiveResponse",
-        "ResponseAborted", "Stream", "StreamClosed", "WriteTimeout",
-        "current_response", "share_local", "unshare_local",
+        "ResponseAborted", "SSE", "Stream", "StreamClosed", "WriteTimeout",
+        "current_response", "last_event_id", "send_stream", "share_local",
+        "unshare_local",
     ])  # fmt: skip
     for name in live_wsgi.__all__:
         assert getattr(live_wsgi, name) is not None

@@ -89,3 +89,33 @@ def test_stalled_client_trips_write_timeout(server: Server) -> None:
         sock.close()
     assert result["outcome"] == "WriteTimeout"
     assert result["idle"] is True
+
+
+@pytest.mark.parametrize("route", ["/idle-sse", "/idle-csv"])
+def test_idle_producer_learns_of_disconnect(server: Server, route: str) -> None:
+    """SPEC 4.2, 3.6: a producer only in stream.wait(60) returns within 3 s of a disconnect."""
+    k = key()
+    response = server.get(f"{route}?key={k}")
+    first = response.next_chunk()
+    assert first in (b"data: hello\n\n", b"id,value\n")
+    response.close()
+    result = server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "woke"
+    assert result["connected"] is False
+    assert result["waited"] < 3.0
+    assert result["idle"] is True and result["active"] == 0
+
+
+def test_csv_route_never_gets_heartbeats(server: Server) -> None:
+    """SPEC 4.2: a download's bytes are exactly what the producer wrote."""
+    k = key()
+    response = server.get(f"/idle-csv?key={k}")
+    assert response.headers["content-type"] == "text/csv"
+    assert response.next_chunk() == b"id,value\n"
+    # The producer stays silent; anything else arriving now would be a
+    # heartbeat. The server sends nothing, so the read times out.
+    response.sock.settimeout(1.5)
+    with pytest.raises(TimeoutError):
+        response.next_chunk()
+    response.close()
+    assert server.get_json(f"/result?key={k}")["outcome"] == "woke"

@@ -64,6 +64,25 @@ def produce_forever(key: str, chunk: bytes) -> None:
     finish(key, outcome="bound reached", writes=writes)
 
 
+def produce_idle(key: str, sse: bool) -> None:
+    """Write once, then only wait: no write can reveal a disconnect."""
+    import time
+
+    from live_wsgi import SSE
+
+    response = current_response()
+    if sse:
+        SSE(response.stream).write("hello")
+    else:
+        response.headers["Content-Type"] = "text/csv"
+        response.stream.write("id,value\n")
+    event(f"{key}:first").set()
+    started = time.monotonic()
+    woke = response.stream.wait(60)
+    finish(key, outcome="woke" if woke else "timed out",
+           waited=time.monotonic() - started, connected=response.stream.connected)
+
+
 def live_routes(environ: dict[str, Any], start_response: Any) -> Any:
     path = environ["PATH_INFO"]
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -73,6 +92,9 @@ def live_routes(environ: dict[str, Any], start_response: Any) -> Any:
         return []
     if path == "/forever":
         produce_forever(key, b"x" * int(query.get("size", "1024")))
+        return []
+    if path in ("/idle-sse", "/idle-csv"):
+        produce_idle(key, sse=path == "/idle-sse")
         return []
     if path == "/fail-after-commit":
         stream = current_response().stream
@@ -118,5 +140,6 @@ middleware = LiveMiddleware(
     control,
     when=lambda environ: environ["PATH_INFO"] not in CONTROL,
     write_timeout=2.0,
+    heartbeat=0.5,
 )
 app = middleware

@@ -1,0 +1,52 @@
+"""Signals (blinker) for APMs, logs and error trackers.
+
+Each is sent with the ``LiveMiddleware`` as sender and keyword arguments:
+
+- ``stream_started``: the job started on its worker (in the request's
+  copied context). ``environ``, ``method``, ``path``.
+- ``stream_committed``: status and headers were handed to the server.
+  ``environ``, ``method``, ``path``, ``status``, ``headers``.
+- ``stream_closed``: the body ended, sent on the server thread.
+  ``environ``, ``method``, ``path``, ``status``, ``bytes_sent``,
+  ``duration`` (seconds since the request reached the middleware), and
+  ``outcome``: ``"complete"``, ``"cut"`` (ended incomplete after an error)
+  or ``"disconnected"``.
+- ``client_disconnected``: the client went away before the body ended.
+  ``environ``, ``method``, ``path``, ``status``, ``bytes_sent``, ``duration``.
+- ``stream_error``: the app failed after the commit (errors before it are
+  raised on the server thread instead). ``environ``, ``method``, ``path``,
+  ``status``, ``bytes_sent``, ``duration``, ``error``.
+- ``send_stream``: a download started. ``environ``, ``filename``,
+  ``disposition``, ``type``, ``size``.
+
+Receivers run on the thread that sends; an exception in one is logged and
+never breaks the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from blinker import NamedSignal, Namespace
+
+log = logging.getLogger("live_wsgi")
+
+_signals = Namespace()
+
+stream_started = _signals.signal("live_wsgi.stream_started")
+stream_committed = _signals.signal("live_wsgi.stream_committed")
+stream_closed = _signals.signal("live_wsgi.stream_closed")
+client_disconnected = _signals.signal("live_wsgi.client_disconnected")
+stream_error = _signals.signal("live_wsgi.stream_error")
+send_stream = _signals.signal("live_wsgi.send_stream")
+
+
+def emit(signal: NamedSignal, sender: Any, **facts: Any) -> None:
+    """Send ``signal`` if anybody listens; log (never raise) receiver errors."""
+    if not signal.receivers:
+        return
+    try:
+        signal.send(sender, **facts)
+    except Exception:
+        log.exception("live_wsgi: a receiver of %s failed", signal.name)

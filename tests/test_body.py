@@ -1,0 +1,167 @@
+"""The server thread's side while idle: heartbeats and disconnect probes (SPEC 4.2, 3.6)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from live_wsgi import SSE, current_response
+from live_wsgi.body import HEARTBEAT, disconnect_probe
+
+from .support import Recorder, chunks, open_stream, wait
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_heartbeat_on_silent_event_stream(live: Any) -> None:
+    """SPEC 4.2: a silent text/event-stream gets heartbeat comments."""
+    gate = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        sse = SSE(current_response().stream)
+        sse.write("hello")
+        wait(gate, "gate")
+        sse.write("bye")
+        return []
+
+    mw = live(app, heartbeat=0.05)
+    started = open_stream(mw)
+    body = chunks(started)
+    assert next(body) == b"data: hello\n\n"
+    assert next(body) == HEARTBEAT  # the producer is silent until the gate opens
+    assert next(body) == HEARTBEAT
+    gate.set()
+    rest = b"".join(body)
+    started.close()
+    assert rest.replace(HEARTBEAT, b"") == b"data: bye\n\n"
+
+
+def test_per_response_heartbeat_override_and_none(live: Any) -> None:
+    """SPEC 4.2: response.heartbeat overrides the middleware's; None disables."""
+    gate = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.heartbeat = 0.05 if environ["PATH_INFO"] == "/fast" else None
+        sse = SSE(response.stream)
+        sse.write("x")
+        wait(gate, "gate")
+        return []
+
+    mw = live(app, heartbeat=None)
+    started = open_stream(mw, "/fast")
+    body = chunks(started)
+    next(body)
+    assert next(body) == HEARTBEAT
+    gate.set()
+    started.close()
+    assert mw.wait_idle(10)
+
+
+def test_no_heartbeat_inside_a_half_written_line(live: Any) -> None:
+    """SPEC 4.2: a heartbeat never lands inside a line the producer is writing."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        SSE(stream)
+        stream.write(b"data: half")
+        # Silent for ~10 heartbeat periods while the server thread iterates.
+        stream.wait(0.2)
+        stream.write(b" line\n\n")
+        return []
+
+    started = open_stream(live(app, heartbeat=0.02, write_timeout=None))
+    body = b"".join(chunks(started))
+    started.close()
+    assert body.startswith(b"data: half line\n\n")
+
+
+def test_no_heartbeat_for_other_content_types(live: Any) -> None:
+    """SPEC 4.2: a CSV download never gets heartbeat bytes."""
+    gate = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().headers["Content-Type"] = "text/csv"
+        stream = current_response().stream
+        stream.write(b"a,b\n")
+        # Hold the producer silent: a heartbeat would show up in the body.
+        stream.wait(0.3)
+        gate.set()
+        stream.write(b"1,2\n")
+        return []
+
+    started = open_stream(live(app, heartbeat=0.02))
+    assert b"".join(chunks(started)) == b"a,b\n1,2\n"
+    started.close()
+    assert gate.is_set()
+
+
+def _socket_environ() -> tuple[dict[str, Any], socket.socket]:
+    server_side, client_side = socket.socketpair()
+    environ = {"gunicorn.socket": server_side, "SERVER_PROTOCOL": "HTTP/1.1"}
+    return environ, client_side
+
+
+def test_probe_sees_a_closed_client() -> None:
+    """SPEC 4.2: the probe reads nothing, and tells a closed client from an idle one."""
+    environ, client = _socket_environ()
+    probe = disconnect_probe(environ)
+    assert probe is not None
+    assert probe() is False  # connected, idle
+    client.sendall(b"GET /next HTTP/1.1\r\n")  # a pipelined request is no disconnect
+    assert probe() is False
+    assert environ["gunicorn.socket"].recv(100) == b"GET /next HTTP/1.1\r\n"  # untouched
+    client.close()
+    assert probe() is True
+    environ["gunicorn.socket"].close()
+
+
+def test_probe_uses_waitress_check_and_skips_http2() -> None:
+    """SPEC 4.2: waitress's client_disconnected is used; no socket probe over HTTP/2."""
+    flag = {"gone": False}
+    probe = disconnect_probe({"waitress.client_disconnected": lambda: flag["gone"]})
+    assert probe is not None and probe() is False
+    flag["gone"] = True
+    assert probe() is True
+    environ, client = _socket_environ()
+    environ["SERVER_PROTOCOL"] = "HTTP/2"
+    assert disconnect_probe(environ) is None
+    client.close()
+    environ["gunicorn.socket"].close()
+
+
+def test_idle_producer_learns_of_disconnect_without_writes(live: Any) -> None:
+    """SPEC 3.6, 4.2: stream.wait() returns True once the probe sees the client gone."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().headers["Content-Type"] = "text/csv"
+        stream = current_response().stream
+        stream.write(b"header\n")
+        seen["woken"] = stream.wait(30)
+        seen["connected"] = stream.connected
+        return []
+
+    environ, client = _socket_environ()
+    mw = live(app, probe_interval=0.05)
+
+    def call() -> Any:
+        from werkzeug.test import EnvironBuilder
+
+        full = EnvironBuilder("/").get_environ()
+        full.update(environ, **{"wsgi.multithread": True})
+        return mw(full, lambda status, headers, exc_info=None: None)
+
+    body = call()
+    iterator = iter(body)
+    assert next(iterator) == b"header\n"
+    client.close()  # the client leaves; the producer writes nothing more
+    leftover = list(iterator)  # the server thread's probe notices and ends the body
+    body.close()
+    assert mw.wait_idle(10)
+    assert leftover == []
+    assert seen["woken"] is True and seen["connected"] is False
+    environ["gunicorn.socket"].close()

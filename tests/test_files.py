@@ -1,0 +1,183 @@
+"""send_stream: SPEC 7.2."""
+
+from __future__ import annotations
+
+import email.message
+from typing import Any
+
+import pytest
+from werkzeug.http import parse_options_header
+
+from live_wsgi import (
+    ContentLengthError,
+    HeadersAlreadySent,
+    ResponseAborted,
+    current_response,
+    send_stream,
+)
+from live_wsgi.files import content_disposition, content_type_for
+
+from .support import Recorder, chunks, open_stream, webtest_app
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize(("filename", "type", "expected"), [
+    ("export.csv", None, "text/csv"),
+    ("EXPORT.CSV", None, "text/csv"),
+    ("data.bin", "json", "application/json"),
+    ("data", "csv", "text/csv"),
+    ("report.csv", "text/csv; charset=latin-1", "text/csv; charset=latin-1"),
+    ("report.xyzzy", None, "application/octet-stream"),
+    ("noextension", None, "application/octet-stream"),
+    ("archive.csv.gz", None, "application/gzip"),
+    ("page.html", None, "text/html"),
+])  # fmt: skip
+def test_content_type_precedence(filename: str, type: str | None, expected: str) -> None:
+    """SPEC 7.2: type as given, a short name, the extension, else octet-stream."""
+    assert content_type_for(filename, type) == expected
+
+
+def test_unknown_short_type_is_refused() -> None:
+    """SPEC 7.2: an unknown short name is a clear error."""
+    with pytest.raises(ValueError, match="unknown short type"):
+        content_type_for("x", "notatype")
+
+
+def read_back(header: str) -> str:
+    """The filename a standards parser (the email package, RFC 2231) reads."""
+    message = email.message.Message()
+    message["Content-Disposition"] = header
+    name = message.get_filename()
+    assert name is not None, header
+    return name
+
+
+@pytest.mark.parametrize("filename", [
+    "plain.csv",
+    "r\u00e9sum\u00e9 \u65e5\u672c.csv",
+    'quote"d.csv',
+    "semi;colon.csv",
+    "line\r\nX-Injected: yes.csv",
+    "nul\x00byte.csv",
+    "../../etc/passwd.csv",
+    "dir\\file.csv",
+    "\u65e5\u672c\u8a9e.csv",
+    "100% done.csv",
+    ".hidden.csv",
+])  # fmt: skip
+def test_filename_is_one_safe_header(filename: str) -> None:
+    """SPEC 7.2: any filename yields one valid header and a safe name with its extension."""
+    header = content_disposition(filename)
+    assert "\r" not in header and "\n" not in header and "\x00" not in header
+    header.encode("latin-1")  # a WSGI header value
+    disposition, options = parse_options_header(header)
+    assert disposition == "attachment"
+    for name in (read_back(header), options["filename"]):
+        for bad in ("\r", "\n", "\x00", "/", "\\"):
+            assert bad not in name, (filename, name)
+        assert name.endswith(".csv"), (filename, name)
+        assert not name.startswith(".")
+
+
+def test_non_ascii_name_survives_in_filename_star() -> None:
+    """SPEC 7.2: RFC 5987 filename* carries the real name; ASCII fallback for others."""
+    header = content_disposition("r\u00e9sum\u00e9.csv", "inline")
+    assert header.startswith("inline;")
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9.csv" in header
+    assert 'filename="resume.csv"' in header or "filename=resume.csv" in header
+    # Werkzeug follows RFC 6266 and prefers filename*; the email package
+    # (an older client's view) reads the ASCII fallback.
+    assert parse_options_header(header)[1]["filename"] == "r\u00e9sum\u00e9.csv"
+    assert read_back(header) == "resume.csv"
+
+
+def test_bad_disposition_is_refused() -> None:
+    """SPEC 7.2: disposition is attachment or inline."""
+    with pytest.raises(ValueError, match="disposition"):
+        content_disposition("x.csv", "evil\r\nX: 1")
+
+
+def test_send_stream_streams_a_download(live: Any) -> None:
+    """SPEC 7.2: headers from send_stream, body streamed, closed at the end."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        with send_stream("export.csv") as stream:
+            stream.write("id,name\n")
+            for i in range(3):
+                stream.write(f"{i},row{i}\n")
+        return []
+
+    response = webtest_app(live(app), lint=True).get("/")
+    assert response.headers["Content-Type"] == "text/csv"
+    assert response.headers["Content-Disposition"] == 'attachment; filename=export.csv'
+    assert response.body == b"id,name\n0,row0\n1,row1\n2,row2\n"
+
+
+def test_size_sets_content_length_and_must_match(live: Any) -> None:
+    """SPEC 7.2: a known size is sent; a body of another length never looks complete."""
+
+    def exact(environ: Any, start_response: Any) -> list[bytes]:
+        with send_stream("a.bin", size=6) as stream:
+            stream.write(b"abc")
+            stream.write(b"def")
+        return []
+
+    response = webtest_app(live(exact), lint=True).get("/")
+    assert response.headers["Content-Length"] == "6"
+    assert response.body == b"abcdef"
+
+    seen = Recorder()
+
+    def short(environ: Any, start_response: Any) -> list[bytes]:
+        try:
+            with send_stream("a.bin", size=10) as stream:
+                stream.write(b"abc")
+        except ContentLengthError as exc:
+            seen["error"] = exc
+            raise
+        return []
+
+    started = open_stream(live(short))
+    assert started.headers["Content-Length"] == "10"
+    with pytest.raises(ResponseAborted):
+        b"".join(chunks(started))
+    started.close()
+    assert "3 of its declared 10" in str(seen["error"])
+
+
+def test_exception_inside_send_stream_cuts_the_download(live: Any) -> None:
+    """SPEC 7.2: a failing export ends incomplete, even if the app swallows the error."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        try:
+            with send_stream("export.csv") as stream:
+                stream.write("id\n1\n")
+                raise RuntimeError("database went away")
+        except RuntimeError:
+            pass  # the app carries on; the download must still look broken
+        return []
+
+    started = open_stream(live(app))
+    body = chunks(started)
+    assert next(body) == b"id\n1\n"
+    with pytest.raises(ResponseAborted):
+        next(body)
+    started.close()
+
+
+def test_send_stream_needs_a_pending_response(live: Any) -> None:
+    """SPEC 7.2: after the commit there are no headers left to set."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.write(b"x")
+        try:
+            with send_stream("late.csv"):
+                pass
+        except HeadersAlreadySent as exc:
+            seen["error"] = exc
+        return []
+
+    webtest_app(live(app)).get("/")
+    assert isinstance(seen["error"], HeadersAlreadySent)
