@@ -210,6 +210,13 @@ class Job:
                 "start_response() was called a second time without exc_info; "
                 "PEP 3333 allows that only to replace the headers after an error"
             )
+        elif response.committed:
+            # A framework (Flask, Bottle) calls start_response after the view
+            # returned, but the view already wrote: status and headers went out
+            # at that first write. Only a body may follow now.
+            self._started_response = True
+            log.debug("live_wsgi: start_response(%r) after the commit ignored", status)
+            return response.stream.write
         if not isinstance(headers, list):
             raise TypeError(
                 f"start_response() headers must be a list, not {type(headers).__name__}"

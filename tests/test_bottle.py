@@ -1,0 +1,96 @@
+"""Bottle integration: SPEC 1.3, thread-local request/response on the worker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import bottle
+import pytest
+
+from live_wsgi import SSE, current_response
+from live_wsgi.bottle import LivePlugin
+
+from .support import chunks, open_stream, webtest_app
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def bottle_app() -> Iterator[tuple[bottle.Bottle, LivePlugin, dict[str, Any]]]:
+    app = bottle.Bottle()
+    plugin = LivePlugin(max_workers=4)
+    app.install(plugin)
+    seen: dict[str, Any] = {}
+
+    @app.route("/plain")
+    def plain() -> str:
+        seen["plain thread"] = threading.current_thread().name
+        return "plain"
+
+    @app.route("/ticks", live=True)
+    def ticks() -> Iterator[str]:
+        bottle.response.content_type = "text/plain"
+        bottle.response.set_header("X-Name", bottle.request.query.name)
+        seen["live thread"] = threading.current_thread().name
+        for i in range(3):
+            yield f"tick {i} for {bottle.request.query.name}\n"
+
+    @app.route("/events", live={"heartbeat": 5})
+    def events() -> None:
+        sse = SSE(current_response().stream)
+        sse.write({"q": bottle.request.query.q})
+        bottle.response.set_header("X-Too-Late", "1")  # ignored after commit
+
+    yield app, plugin, seen
+    app.close()
+
+
+def test_only_live_routes_hop(bottle_app: Any) -> None:
+    """SPEC 1.3: a live route runs on a worker; the others stay on the server thread."""
+    app, _plugin, seen = bottle_app
+    assert webtest_app(app).get("/plain").text == "plain"
+    assert seen["plain thread"] == threading.current_thread().name
+    webtest_app(app).get("/nope", status=404)
+
+
+def test_bottle_request_and_response_on_the_worker(bottle_app: Any) -> None:
+    """SPEC 1.2: bottle.request/response are this request's, on W; a generator streams."""
+    app, _plugin, seen = bottle_app
+    started = open_stream(app, "/ticks?name=ada")
+    assert started.headers["X-Name"] == "ada"
+    assert started.headers["Content-Type"].startswith("text/plain")
+    body = b"".join(chunks(started))
+    started.close()
+    assert body == b"tick 0 for ada\ntick 1 for ada\ntick 2 for ada\n"
+    assert seen["live thread"].startswith("live_wsgi")
+
+
+def test_writing_callback_and_route_options(bottle_app: Any) -> None:
+    """SPEC 2.2: a callback that wrote is committed; late bottle.response headers are ignored."""
+    app, plugin, _seen = bottle_app
+    response = webtest_app(app, lint=True).get("/events?q=x")
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.text == 'data: {"q":"x"}\n\n'
+    assert "X-Too-Late" not in response.headers
+    assert plugin.middleware.options_for(
+        {"PATH_INFO": "/events", "REQUEST_METHOD": "GET"}).heartbeat == 5.0
+
+
+def test_concurrent_requests_keep_their_own_request(bottle_app: Any) -> None:
+    """SPEC 6.3: concurrent live requests never see each other's bottle.request."""
+    app, _plugin, _seen = bottle_app
+    results = {}
+
+    def fetch(name: str) -> None:
+        results[name] = webtest_app(app).get(f"/ticks?name={name}").text
+
+    threads = [threading.Thread(target=fetch, args=(f"n{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for name, text in results.items():
+        assert text.count(f"for {name}\n") == 3
+    assert len(results) == 8

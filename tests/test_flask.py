@@ -1,0 +1,205 @@
+"""Flask integration: SPEC 1.3 (single views live), 6.4 (teardown), 8.1."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, g, request, session, url_for
+
+from live_wsgi import SSE, ResponseAborted, current_response, send_stream
+from live_wsgi.flask import Live, live
+
+from .support import chunks, open_stream, webtest_app
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def flask_app() -> Iterator[tuple[Flask, Live, list[Any]]]:
+    app = Flask(__name__)
+    app.secret_key = "test"
+    events: list[Any] = []
+
+    @app.before_request
+    def load_user() -> None:
+        g.user = request.headers.get("X-User", "anonymous")
+
+    @app.teardown_request
+    def teardown(error: BaseException | None) -> None:
+        events.append(("teardown", threading.current_thread().name,
+                       type(error).__name__ if error else None))
+
+    @app.get("/plain")
+    def plain() -> str:
+        events.append(("plain", threading.current_thread().name))
+        return "plain"
+
+    @app.get("/events")
+    @live
+    def events_view() -> None:
+        sse = SSE(current_response().stream, event="hello")
+        session["seen"] = True
+        app.logger.info("streaming to %s", g.user)
+        sse.write({"user": g.user, "path": request.path, "url": url_for("plain")})
+        sse.write({"n": 2})
+        events.append(("view done", threading.current_thread().name))
+
+    @app.get("/generator")
+    @live
+    def generator() -> Any:
+        def rows() -> Iterator[str]:
+            for i in range(3):
+                yield f"{request.path} row {i} for {g.user}\n"  # no stream_with_context
+            events.append(("generator done", threading.current_thread().name))
+
+        return app.response_class(rows(), mimetype="text/csv")
+
+    @app.get("/download")
+    @live(heartbeat=None)
+    def download() -> None:
+        with send_stream("report.csv") as stream:
+            stream.write("a,b\n")
+
+    @app.get("/returns-after-write")
+    @live
+    def returns_after_write() -> str:
+        current_response().stream.write("streamed;")
+        return "appended"
+
+    @app.get("/late-header")
+    @live
+    def late_header() -> None:
+        current_response().stream.write("x")
+
+    @app.after_request
+    def add_header(response: Any) -> Any:
+        if request.path == "/late-header" or request.path == "/generator":
+            response.headers["X-After"] = "1"
+        return response
+
+    @app.get("/fails-after-commit")
+    @live
+    def fails_after_commit() -> None:
+        current_response().stream.write("part")
+        raise RuntimeError("broke mid-stream")
+
+    @app.get("/fails-before-commit")
+    @live
+    def fails_before_commit() -> None:
+        raise LookupError("nothing streamed yet")
+
+    @app.errorhandler(LookupError)
+    def lookup_error(exc: Exception) -> Any:
+        events.append(("error handler", type(exc).__name__))
+        return "not here", 404
+
+    @app.errorhandler(RuntimeError)
+    def runtime_error(exc: Exception) -> Any:
+        events.append(("error handler", type(exc).__name__))
+        return "error page", 500
+
+    ext = Live(app, max_workers=4)
+    yield app, ext, events
+    ext.shutdown()
+
+
+def test_only_live_views_hop(flask_app: Any) -> None:
+    """SPEC 1.3: a @live view runs on a worker; other views stay on the server thread."""
+    app, ext, events = flask_app
+    client = webtest_app(app)
+    assert client.get("/plain").text == "plain"
+    assert events[0] == ("plain", threading.current_thread().name)
+    assert ext.middleware.options_for({"PATH_INFO": "/plain", "REQUEST_METHOD": "GET",
+                                       "SERVER_NAME": "x", "SERVER_PORT": "80",
+                                       "wsgi.url_scheme": "http"}) is None
+    client.get("/missing", status=404)
+
+
+def test_request_g_session_url_for_and_teardown(flask_app: Any, caplog: Any) -> None:
+    """SPEC 6.4: request, g, session, url_for, logger work; teardown after the stream, on W."""
+    app, ext, events = flask_app
+    caplog.set_level(logging.INFO)
+    response = webtest_app(app, lint=True).get("/events", headers={"X-User": "ada"})
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.text == (
+        'event: hello\ndata: {"user":"ada","path":"/events","url":"/plain"}\n\n'
+        'event: hello\ndata: {"n":2}\n\n'
+    )
+    assert ext.middleware.wait_idle(10)
+    view_done = events.index(next(e for e in events if e[0] == "view done"))
+    teardown = events[view_done + 1]
+    assert teardown[0] == "teardown" and teardown[1].startswith("live_wsgi")
+    assert any("streaming to ada" in r.getMessage() for r in caplog.records)
+
+
+def test_returned_generator_streams_in_request_context(flask_app: Any) -> None:
+    """SPEC 1.2: a returned generator streams item by item with the request context open."""
+    app, ext, events = flask_app
+    started = open_stream(app, "/generator", headers={"X-User": "bo"})
+    assert started.headers["Content-Type"].startswith("text/csv")
+    assert started.headers["X-After"] == "1"  # nothing written yet: after_request applies
+    body = b"".join(chunks(started))
+    started.close()
+    assert body == b"".join(b"/generator row %d for bo\n" % i for i in range(3))
+    assert ext.middleware.wait_idle(10)
+    names = [e[0] for e in events]
+    assert names.index("generator done") < names.index("teardown")
+
+
+def test_send_stream_in_a_view(flask_app: Any) -> None:
+    """SPEC 7.2: a live view may use send_stream directly."""
+    app, _, _ = flask_app
+    response = webtest_app(app, lint=True).get("/download")
+    assert response.headers["Content-Disposition"] == "attachment; filename=report.csv"
+    assert response.body == b"a,b\n"
+
+
+def test_value_returned_after_write_is_appended(flask_app: Any) -> None:
+    """SPEC 2.2: after the commit a returned body is appended to the stream."""
+    app, _, _ = flask_app
+    assert webtest_app(app, lint=True).get("/returns-after-write").text == "streamed;appended"
+
+
+def test_after_request_header_after_commit_is_not_sent_and_warned(
+    flask_app: Any, caplog: Any
+) -> None:
+    """SPEC 2.2: headers set after the commit never go out; live_wsgi says so."""
+    app, _, _ = flask_app
+    response = webtest_app(app).get("/late-header")
+    assert "X-After" not in response.headers
+    assert response.text == "x"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("X-After" in w and "not sent" in w for w in warnings)
+
+
+def test_error_after_commit_skips_error_handlers(flask_app: Any) -> None:
+    """SPEC 5.2: mid-stream errors cut the body; teardown receives the error."""
+    app, ext, events = flask_app
+    started = open_stream(app, "/fails-after-commit")
+    with pytest.raises(ResponseAborted):
+        b"".join(chunks(started))
+    started.close()
+    assert ext.middleware.wait_idle(10)
+    assert ("error handler", "RuntimeError") not in events
+    assert ("teardown", events[-1][1], "RuntimeError") == events[-1]
+
+
+def test_error_before_commit_uses_flask_error_handlers(flask_app: Any) -> None:
+    """SPEC 5.1: before the commit Flask's own error handling applies."""
+    app, _ext, events = flask_app
+    response = webtest_app(app).get("/fails-before-commit", status=404)
+    assert response.text == "not here"
+    assert ("error handler", "LookupError") in events
+
+
+def test_installing_twice_is_refused() -> None:
+    """SPEC 1.3: one extension per app."""
+    app = Flask(__name__)
+    ext = Live(app)
+    with pytest.raises(RuntimeError, match="already installed"):
+        Live(app)
+    ext.shutdown()
