@@ -77,6 +77,8 @@ class Channel:
         self._abort_error: tuple[type[LiveError], str] | None = None
         #: Set by abort() and interrupt(): what ``Stream.wait`` sleeps on.
         self.interrupted = threading.Event()
+        #: Set by interrupt(): the middleware is shutting down.
+        self.shutting_down = False
 
     # -- producer side -----------------------------------------------------
 
@@ -194,6 +196,7 @@ class Channel:
 
     def interrupt(self) -> None:
         """Wake every ``Stream.wait`` without aborting (graceful shutdown)."""
+        self.shutting_down = True
         self.interrupted.set()
 
     @property

@@ -177,6 +177,11 @@ class Stream:
         """True until the client goes away or the stream is aborted."""
         return not self._channel.aborted
 
+    @property
+    def shutting_down(self) -> bool:
+        """True once the middleware shuts down: write a farewell and return."""
+        return self._channel.shutting_down
+
     def wait(self, timeout: float | None) -> bool:
         """Sleep up to ``timeout`` seconds; wake early when the stream ends.
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .support import WAIT
 
@@ -56,7 +57,8 @@ class Server:
 
 
 @contextmanager
-def gunicorn(app: str, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+def gunicorn(app: str, *args: str, env: dict[str, str] | None = None,
+             stderr: Any = None) -> Iterator[Server]:
     """``gunicorn app`` (gthread by default) on a fresh loopback port."""
     listener = listening_socket()
     port = listener.getsockname()[1]
@@ -67,9 +69,34 @@ def gunicorn(app: str, *args: str, env: dict[str, str] | None = None) -> Iterato
         argv += ["--worker-class", "gthread", "--threads", "16"]
     argv += [*args, app]
     proc = subprocess.Popen(
-        argv, pass_fds=(fd,), cwd=ROOT,
+        argv, pass_fds=(fd,), cwd=ROOT, stderr=stderr,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
+    listener.close()
+    try:
+        yield Server(proc, port)
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def serve(kind: str, app: str) -> Iterator[Server]:
+    """``app`` under a real server of ``kind``: gthread, gevent, waitress, werkzeug."""
+    if kind == "gthread":
+        with gunicorn(app) as server:
+            yield server
+        return
+    if kind == "gevent":
+        with gunicorn(app, "--worker-class", "gevent", "--worker-connections", "4000") as server:
+            yield server
+        return
+    listener = listening_socket()
+    fd = listener.fileno()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.serve", kind, str(fd), app],
+        pass_fds=(fd,), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    port = listener.getsockname()[1]
     listener.close()
     try:
         yield Server(proc, port)

@@ -757,3 +757,43 @@ def test_write_after_close_in_app_raises_stream_closed(live: Any) -> None:
 
     assert webtest_app(live(app), lint=True).get("/").body == b"a"
     assert isinstance(seen["error"], StreamClosed)
+
+
+def test_shutdown_wakes_waits_allows_farewell_then_ends_cleanly(live: Any) -> None:
+    """SPEC 8.3: shutdown(grace): waits return, farewells go out, the rest end complete."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.write(b"hello\n")
+        if environ["PATH_INFO"] == "/polite":
+            seen["woken"] = stream.wait(60)
+            seen["shutting down"] = stream.shutting_down
+            stream.write(b"farewell\n")
+            return []
+        # A producer that ignores shutdown: its stream is ended for it.
+        try:
+            while True:
+                stream.wait(0.05)
+                stream.write(b".")
+        except StreamClosed:
+            seen["stubborn stopped"] = True
+        return []
+
+    mw = live(app)
+    polite = open_stream(mw, "/polite")
+    stubborn = open_stream(mw, "/stubborn")
+    assert next(chunks(polite)) == b"hello\n"
+    finished = threading.Event()
+    result = []
+    threading.Thread(target=lambda: (result.append(mw.shutdown(grace=0.3)), finished.set())).start()
+    assert b"".join(chunks(polite)) == b"farewell\n"  # complete: iteration ended normally
+    stubborn_body = b"".join(chunks(stubborn))  # ends cleanly after the grace period
+    wait(finished, "shutdown")
+    polite.close()
+    stubborn.close()
+    assert result == [True]
+    assert stubborn_body.startswith(b"hello\n")
+    assert seen["woken"] is True and seen["shutting down"] is True
+    assert seen["stubborn stopped"] is True
+    assert webtest_app(mw).get("/late", status=503).status_int == 503

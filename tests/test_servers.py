@@ -10,14 +10,20 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from .realserver import Server, gunicorn, send_request
+from .realserver import Server, gunicorn, send_request, serve
 
 pytestmark = pytest.mark.timeout(60)
 
 APP = "tests.apps.live_app:app"
+
+
+def key() -> str:
+    """A fresh name for one producer's events in the served app."""
+    return uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +32,74 @@ def server() -> Iterator[Server]:
         yield srv
 
 
-def key() -> str:
-    return uuid.uuid4().hex
+SERVERS = ["gthread", "gevent", "waitress", "werkzeug"]
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def any_server(request: Any) -> Iterator[Server]:
+    with serve(request.param, APP) as srv:
+        yield srv
+
+
+def test_chunks_arrive_one_by_one_on_every_server(any_server: Server) -> None:
+    """SPEC 8.1: chunk by chunk on gunicorn gthread and gevent, waitress, Werkzeug."""
+    k = key()
+    response = any_server.get(f"/chunks?n=3&key={k}")
+    assert response.status == 200
+    for i in range(3):
+        assert response.read_until(b"\n").endswith(f"chunk {i}\n".encode())
+        any_server.get_json(f"/ack?key={k}&i={i}")
+    assert response.next_chunk() is None and response.complete
+    response.close()
+    assert any_server.get_json(f"/result?key={k}")["outcome"] == "done"
+
+
+def test_disconnect_frees_the_producer_on_every_server(any_server: Server) -> None:
+    """SPEC 8.1, 4.1: a client that leaves frees its producer on every server."""
+    k = key()
+    response = any_server.get(f"/forever?key={k}&size=4096")
+    assert response.next_chunk()
+    response.close()
+    result = any_server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "ClientDisconnected"
+    assert result["idle"] is True and result["active"] == 0
+
+
+def test_sync_worker_warns_once(tmp_path: Any) -> None:
+    """SPEC 8.2: under gunicorn's sync worker live_wsgi warns, once."""
+    log_path = tmp_path / "stderr.txt"
+    with log_path.open("wb") as log_file, gunicorn(APP, "--worker-class", "sync",
+                                                   stderr=log_file) as srv:
+        for _ in range(3):
+            response = srv.get("/iterable")
+            assert response.read_all() == b"one\ntwo\nthree\n"
+            response.close()
+    output = log_path.read_text()
+    assert output.count("not multithreaded") == 1, output
+
+
+def test_sigterm_ends_200_streams_with_a_farewell() -> None:
+    """SPEC 8.3: SIGTERM: every client gets the farewell and a clean end; master exits in time."""
+    import signal
+    import time
+
+    grace = 2.0
+    with gunicorn(APP, "--config", "python:live_wsgi.gunicorn", "--threads", "260",
+                  env={"LIVE_WSGI_SHUTDOWN_GRACE": str(grace)}) as srv:
+        responses = [srv.get("/farewell") for _ in range(200)]
+        for response in responses:
+            assert response.next_chunk() == b"data: hello\n\n"
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        for response in responses:
+            body = response.read_all()  # until the terminating chunk
+            assert response.complete
+            assert body.replace(b": heartbeat\n", b"") == (
+                b"event: farewell\ndata: see you soon\n\n")
+            response.close()
+        srv.proc.wait(grace + 5)
+        assert time.monotonic() - started < grace + 5
+        assert srv.proc.returncode == 0
 
 
 def test_chunks_arrive_one_by_one_while_producing(server: Server) -> None:

@@ -83,6 +83,19 @@ def produce_idle(key: str, sse: bool) -> None:
            waited=time.monotonic() - started, connected=response.stream.connected)
 
 
+def produce_until_shutdown() -> None:
+    """Idle until the server shuts down, then say goodbye."""
+    from live_wsgi import SSE
+
+    stream = current_response().stream
+    sse = SSE(stream)
+    sse.write("hello")
+    while not stream.wait(60):
+        pass
+    if stream.shutting_down:
+        sse.write("see you soon", event="farewell")
+
+
 def live_routes(environ: dict[str, Any], start_response: Any) -> Any:
     path = environ["PATH_INFO"]
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -95,6 +108,9 @@ def live_routes(environ: dict[str, Any], start_response: Any) -> Any:
         return []
     if path in ("/idle-sse", "/idle-csv"):
         produce_idle(key, sse=path == "/idle-sse")
+        return []
+    if path == "/farewell":
+        produce_until_shutdown()
         return []
     if path == "/fail-after-commit":
         stream = current_response().stream
@@ -140,6 +156,7 @@ middleware = LiveMiddleware(
     control,
     when=lambda environ: environ["PATH_INFO"] not in CONTROL,
     write_timeout=2.0,
+    max_workers=256,
     heartbeat=0.5,
 )
 app = middleware
