@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from webtest import TestApp
-from werkzeug.datastructures import Headers
-from werkzeug.test import Client, EnvironBuilder
+from werkzeug.test import Client
+
+from live_wsgi import testing
+from live_wsgi.testing import LiveTestResponse
 
 #: Upper bound for any wait in a test: far above any normal latency, so a
 #: failure means a hang, never a slow machine.
@@ -27,42 +29,13 @@ def client(app: Any) -> Client:
     return Client(app)
 
 
-class Started:
-    """A response as the server sees it right after the app committed."""
-
-    def __init__(self, status: str, headers: list[tuple[str, str]], body: Any) -> None:
-        self.status = status
-        self.status_code = int(status[:3])
-        self.headers = Headers(headers)
-        self.response = body
-
-    def close(self) -> None:
-        close = getattr(self.response, "close", None)
-        if close is not None:
-            close()
-
-
 def open_stream(app: Any, path: str = "/", method: str = "GET",
-                headers: dict[str, str] | None = None) -> Started:
-    """Call ``app`` as a threaded server would, without reading the body.
-
-    Returns as soon as the app called start_response (for a live app: at the
-    commit), with the body iterable still unread.
-    """
-    environ = EnvironBuilder(path, method=method, headers=headers).get_environ()
-    environ["wsgi.multithread"] = True
-    seen: list[Any] = []
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        seen[:] = [status, headers]
-        return lambda data: None
-
-    body = app(environ, start_response)
-    assert seen, "the app returned without calling start_response"
-    return Started(seen[0], seen[1], body)
+                headers: dict[str, str] | None = None) -> LiveTestResponse:
+    """Call ``app`` as a threaded server would; returns at the commit (the library helper)."""
+    return testing.open_stream(app, path, method=method, headers=headers)
 
 
-def chunks(response: Started) -> Iterator[bytes]:
+def chunks(response: LiveTestResponse) -> Iterator[bytes]:
     """The body chunks as the middleware hands them to the server."""
     return iter(response.response)
 

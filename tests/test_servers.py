@@ -127,17 +127,6 @@ def test_iterable_app_streams_complete_body(server: Server) -> None:
     response.close()
 
 
-def test_disconnect_frees_the_producer(server: Server) -> None:
-    """SPEC 4.1, 4.3: the client drops the socket; the producer's write raises; thread freed."""
-    k = key()
-    response = server.get(f"/forever?key={k}&size=4096")
-    assert response.next_chunk()
-    response.close()
-    result = server.get_json(f"/result?key={k}")
-    assert result["outcome"] == "ClientDisconnected"
-    assert result["idle"] is True and result["active"] == 0
-
-
 def test_error_after_commit_cuts_the_connection(server: Server) -> None:
     """SPEC 5.2: after commit an error ends the body without its final chunk."""
     response = server.get("/fail-after-commit")
