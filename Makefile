@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := test,flask,bottle,gevent,gunicorn
 
-.PHONY: setup test lint typecheck pytest run bench bench-quick clean
+.PHONY: setup test lint typecheck pytest browser run bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -21,14 +21,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The browser test drives Debian's Chromium (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
 run: $(STAMP)
 	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
-	    --bind 127.0.0.1:8000 examples.demo:app
+	    --bind 127.0.0.1:8000 --config python:live_wsgi.gunicorn examples.demo:app
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -12,30 +12,30 @@ from .realserver import gunicorn
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_demo_index_names_streaming_routes() -> None:
-    """SPEC 8.1: the demo serves its index and streams /count under gunicorn."""
-    with gunicorn("examples.demo:app") as server:
-        index = server.get("/")
-        assert index.status == 200
-        text = index.read_all().decode()
-        index.close()
-        assert "/clock" in text and "/count" in text
-        count = server.get("/count?to=1000")
-        body = count.read_all()
-        count.close()
-        assert body.splitlines() == [b"%d" % i for i in range(1, 1001)]
+def test_demo_page_and_streams_under_gunicorn() -> None:
+    """SPEC 8.1: the demo serves its page, SSE clock and log, and a sized export."""
+    from examples.csv_export import HEADER, ROW_SIZE
+
+    with gunicorn("examples.demo:app", "--config", "python:live_wsgi.gunicorn") as server:
+        page = server.get("/")
+        assert page.status == 200
+        html = page.read_all().decode()
+        page.close()
+        for route in ("/clock", "/log", "/export.csv", "EventSource"):
+            assert route in html
         clock = server.get("/clock")
+        assert clock.headers["content-type"] == "text/event-stream"
         first = clock.next_chunk()
-        assert first is not None and first.count(b":") == 2
+        assert first is not None and b"event: tick" in first and b"open_streams" in first
+        log = server.get("/log")
+        assert b"/clock: stream started" in log.read_until(b"stream started\n\n")
         clock.close()
-
-
-def test_demo_module_is_importable() -> None:
-    """SPEC 1.3: the demo passes its index straight through, without a hop."""
-    from examples import demo
-
-    assert demo.app.options_for({"PATH_INFO": "/"}) is None
-    assert demo.app.options_for({"PATH_INFO": "/clock"}) is not None
+        log.close()
+        export = server.get("/export.csv?rows=1000")
+        assert export.headers["content-length"] == str(len(HEADER) + 1000 * ROW_SIZE)
+        body = export.read_all()
+        export.close()
+        assert body.count(b"\n") == 1001
 
 
 def _rss_kb(pid: int) -> int:
