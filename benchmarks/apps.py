@@ -47,3 +47,41 @@ def app(environ: Any, start_response: Any) -> Any:
     if environ["PATH_INFO"].startswith("/plain"):
         return inner(environ, start_response)
     return live(environ, start_response)
+
+
+def held(environ: Any, start_response: Any) -> list[bytes]:
+    """``/held?events=N&interval=S``: N SSE events S seconds apart; N=0 idles."""
+    from urllib.parse import parse_qs
+
+    from live_wsgi import SSE
+
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    events = int(query.get("events", ["0"])[0])
+    interval = float(query.get("interval", ["1"])[0])
+    stream = current_response().stream
+    sse = SSE(stream)
+    sse.write("0")
+    if events == 0:
+        while not stream.wait(3600):
+            pass
+        return []
+    for n in range(1, events):
+        if stream.wait(interval):
+            break
+        sse.write(str(n))
+    return []
+
+
+def held_control(environ: Any, start_response: Any) -> list[bytes]:
+    body = str(held_streams.active_streams).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+held_streams = LiveMiddleware(held, max_workers=4000, queue_size=4)
+
+
+def held_app(environ: Any, start_response: Any) -> Any:
+    if environ["PATH_INFO"] == "/active":
+        return held_control(environ, start_response)
+    return held_streams(environ, start_response)

@@ -514,7 +514,7 @@ def test_ignore_disconnect_drops_writes(live: Any) -> None:
 
 
 def test_uncaught_disconnect_runs_on_error_but_logs_info(live: Any, caplog: Any) -> None:
-    """SPEC 4.1, 5.3: an uncaught ClientDisconnected runs on_error callbacks, logs INFO."""
+    """SPEC 4.1 and SPEC 5.3: an uncaught ClientDisconnected runs on_error, logs at INFO."""
     seen = Recorder()
     reported = []
     called = []
