@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .server import gunicorn
+
 END = b"\r\n0\r\n\r\n"
 #: Bounds for every download: a benchmark must stop by itself.
 DOWNLOAD_TIMEOUT = 120.0
@@ -32,24 +29,6 @@ CASES = [  # (chunk size, chunk count)
     (65536, 8192),  # 512 MiB
 ]
 QUICK_CASES = [(64, 50_000), (1024, 50_000), (65536, 2048)]
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.set_inheritable(True)
-    port = listener.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}",
-         "--worker-class", "gthread", "--threads", "8", "--workers", "1",
-         "--log-level", "warning", "benchmarks.apps:app"],
-        pass_fds=(listener.fileno(),), cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    listener.close()
-    return proc, port
 
 
 def download(port: int, path: str) -> tuple[float, int]:
@@ -98,12 +77,13 @@ def main() -> None:
     cases = QUICK_CASES if args.quick else CASES
     reps = args.reps or (3 if args.quick else 5)
 
-    import gunicorn
+    import gunicorn as gunicorn_package
 
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"gunicorn {gunicorn.__version__} (gthread, 1 worker), {time.strftime('%Y-%m-%d')}")
-    proc, port = start_server()
-    try:
+          f"gunicorn {gunicorn_package.__version__} (gthread, 1 worker), "
+          f"{time.strftime('%Y-%m-%d')}")
+    with gunicorn("benchmarks.apps:app", "--worker-class", "gthread",
+                  "--threads", "8") as (_, port):
         wait_ready(port)
         header = (f"{'chunk':>7} {'count':>8} | {'plain chunks/s':>14} {'MB/s':>7} | "
                   f"{'live chunks/s':>14} {'MB/s':>7} | {'live/plain':>10}")
@@ -120,13 +100,6 @@ def main() -> None:
             mb = size * count / 1e6
             print(f"{size:>7} {count:>8} | {count / plain:>14,.0f} {mb / plain:>7.1f} | "
                   f"{count / live:>14,.0f} {mb / live:>7.1f} | {plain / live:>9.2f}x")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -12,17 +12,13 @@ phase has a deadline.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import selectors
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .server import gunicorn
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -35,23 +31,11 @@ def proc_status(pid: int) -> dict[str, int]:
     return facts
 
 
-def start(worker: str, streams: int) -> tuple[subprocess.Popen[bytes], int]:
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4096)
-    listener.set_inheritable(True)
-    args = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}",
-            "--workers", "1", "--log-level", "warning", "--timeout", "120"]
+def server_args(worker: str, streams: int) -> list[str]:
     if worker == "gevent":
-        args += ["--worker-class", "gevent", "--worker-connections", str(streams + 100)]
-    else:
-        args += ["--worker-class", "gthread", "--threads", str(streams + 20)]
-    proc = subprocess.Popen([*args, "benchmarks.apps:held_app"], pass_fds=(listener.fileno(),),
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    port = listener.getsockname()[1]
-    listener.close()
-    return proc, port
+        return ["--worker-class", "gevent", "--worker-connections", str(streams + 100),
+                "--timeout", "120"]
+    return ["--worker-class", "gthread", "--threads", str(streams + 20), "--timeout", "120"]
 
 
 def get(port: int, path: str) -> bytes:
@@ -78,8 +62,9 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 3 * args.streams + 500)), hard))
 
-    proc, port = start(args.worker, args.streams)
-    try:
+    with gunicorn("benchmarks.apps:held_app", *server_args(args.worker, args.streams)) as (
+        proc, port
+    ):
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -137,13 +122,6 @@ def main() -> None:
               f"(baseline {baseline['VmRSS'] / 1024:.1f} MB, held {held['VmRSS'] / 1024:.1f} MB)")
         print(f"worker threads per stream: {threads_per_stream:.2f}")
         print(f"streams still open after the clients left (checked up to 60 s): {active}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 if __name__ == "__main__":
