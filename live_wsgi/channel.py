@@ -203,14 +203,6 @@ class Channel:
     def aborted(self) -> bool:
         return self._abort_error is not None
 
-    @property
-    def abort_error(self) -> type[LiveError] | None:
-        return None if self._abort_error is None else self._abort_error[0]
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def _make_abort_error(self) -> LiveError:
         assert self._abort_error is not None
         cls, message = self._abort_error

@@ -182,8 +182,6 @@ class Live:
             endpoint, _ = adapter.match()
         except HTTPException:
             return False  # 404, 405, redirects: Flask answers them as usual
-        except Exception:
-            return False
         options = getattr(app.view_functions.get(str(endpoint)), _MARK, None)
         if options is None:
             return False

@@ -223,21 +223,23 @@ class LiveMiddleware:
             raise ValueError(
                 f"unknown live option(s) {sorted(unknown)}; known: {sorted(ROUTE_OPTIONS)}"
             )
-        current = {} if base is None else dataclasses.asdict(base)
-        if base is not None:
-            current["exclusions"] = base.exclusions
+        checked: dict[str, Any] = {}
         for key, value in values.items():
             if key == "queue_size":
-                current[key] = _queue_size(value)
+                checked[key] = _queue_size(value)
             elif key == "queue_timeout":
-                current[key] = _number(key, value)
+                checked[key] = _number(key, value)
             elif key in ("commit_timeout", "write_timeout", "heartbeat"):
-                current[key] = _number(key, value, optional=True)
+                checked[key] = _number(key, value, optional=True)
             elif key == "excluded_keys":
-                current["exclusions"] = Exclusions(value)
+                checked["exclusions"] = Exclusions(value)
             else:
-                current[key] = _hook(key, value)
-        return _Options(**current)
+                checked[key] = _hook(key, value)
+        if base is None:
+            return _Options(**checked)
+        # replace() keeps the other fields as they are: the same hooks, the
+        # same ContextVar objects (asdict() would deep-copy them).
+        return dataclasses.replace(base, **checked)
 
     def options_for(self, environ: WSGIEnvironment) -> _Options | None:
         """The options of this request, or None when it is not live.

@@ -184,6 +184,28 @@ def test_when_predicate_may_override_options(live: Any) -> None:
         webtest_app(bad).get("/")
 
 
+def test_route_options_keep_hooks_and_context_variables(live: Any) -> None:
+    """SPEC 6.2: a per-route override keeps the middleware's hooks and ContextVar exclusions."""
+    from contextvars import ContextVar
+
+    class Pool:
+        def __init__(self) -> None:
+            self.returned = 0
+
+        def teardown(self, environ: Any, error: BaseException | None) -> None:
+            self.returned += 1
+
+    pool = Pool()
+    connection: ContextVar[str] = ContextVar("connection")
+    mw = live(lambda environ, sr: [b"ok"], teardown=pool.teardown,
+              excluded_keys=[connection], when=lambda environ: {"heartbeat": 5})
+    assert webtest_app(mw).get("/").body == b"ok"
+    assert mw.wait_idle(10)
+    assert pool.returned == 1  # the very object, not a copy of it
+    options = mw.options_for({})
+    assert options.exclusions is mw.options.exclusions and options.heartbeat == 5
+
+
 # -- 2. Commit -----------------------------------------------------------------
 
 
