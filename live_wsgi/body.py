@@ -101,7 +101,7 @@ class LiveBody:
     ) -> None:
         self._job = job
         self._take = job.channel.take
-        content_type = job.response.headers.get("Content-Type", "")
+        content_type = job.response.header("Content-Type")
         if not content_type.lower().startswith("text/event-stream"):
             heartbeat = None
         self._heartbeat = heartbeat
@@ -160,6 +160,8 @@ class LiveBody:
 
     def _emit_disconnected(self) -> None:
         job = self._job
+        if not signals.client_disconnected.receivers:
+            return
         signals.emit(signals.client_disconnected, job.middleware, **job.facts(),
                      bytes_sent=self.bytes_sent,
                      duration=time.monotonic() - job.started_at)
@@ -184,9 +186,10 @@ class LiveBody:
             self._outcome = "disconnected"
             if job.channel.abort(ClientDisconnected, "the client disconnected"):
                 self._emit_disconnected()
-        signals.emit(signals.stream_closed, job.middleware, **job.facts(),
-                     bytes_sent=self.bytes_sent, outcome=self._outcome,
-                     duration=time.monotonic() - job.started_at)
+        if signals.stream_closed.receivers:
+            signals.emit(signals.stream_closed, job.middleware, **job.facts(),
+                         bytes_sent=self.bytes_sent, outcome=self._outcome,
+                         duration=time.monotonic() - job.started_at)
 
 
 class NoBody:
@@ -214,6 +217,7 @@ class NoBody:
             ClientDisconnected,
             "the response has no body (HEAD, 1xx, 204 or 304) and was sent",
         )
-        signals.emit(signals.stream_closed, job.middleware, **job.facts(),
-                     bytes_sent=0, outcome="complete",
-                     duration=time.monotonic() - job.started_at)
+        if signals.stream_closed.receivers:
+            signals.emit(signals.stream_closed, job.middleware, **job.facts(),
+                         bytes_sent=0, outcome="complete",
+                         duration=time.monotonic() - job.started_at)

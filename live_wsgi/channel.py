@@ -1,12 +1,17 @@
 """The bounded body queue between the producer (W) and the server thread (S).
 
-design: one lock, two conditions, as in CPython's ``queue.py``. Any number
-of producer threads may ``put`` (an app can write from helper threads); one
-consumer, the server thread, ``take``\\s. The end of the body travels through
-the queue as a private sentinel (``EOF`` for a complete body, ``CUT`` for one
-that must end without its final chunk), so an empty chunk can never be
-mistaken for the end. ``abort`` is different: it empties the queue at once
-and wakes everybody, because nobody will read what is queued.
+design: one lock, as in CPython's ``queue.py``, but no ``Condition`` on
+the hot path: the one reader (the server thread) sleeps on a raw lock that a
+writer releases only when the reader is known to wait, and writers blocked
+on a full queue wait on a ``Condition`` made the first time one must. A
+channel is built per request, and every Condition or Event costs several
+objects. Any number of producer threads may ``put`` (an app can write from
+helper threads); one consumer, the server thread, ``take``\\s. The end of
+the body travels through the queue as a private sentinel (``EOF`` for a
+complete body, ``CUT`` for one that must end without its final chunk), so
+an empty chunk can never be mistaken for the end. ``abort`` is different:
+it empties the queue at once and wakes everybody, because nobody will read
+what is queued.
 
 Speed: the limit is a server writing a plain generator, one socket write per
 chunk. While the reader is busy on the socket, small writes are merged into
@@ -56,13 +61,17 @@ class Channel:
     """
 
     def __init__(self, maxsize: int | None) -> None:
+        # Cheap to make: a channel is built per request, and a Condition or
+        # an Event costs several objects. Only raw locks here; the writers'
+        # Condition and the Event are made the first time anybody needs them.
         self._lock = threading.Lock()
-        # Waited on by the reader while the queue is empty; notified by put(),
-        # end() and abort(), only when _reader_waiting says someone listens.
-        self._readable = threading.Condition(self._lock)
+        # The reader's wake-up: held (locked) while nobody signals it. A
+        # waker releases it once, under _lock, only when _reader_waiting.
+        self._reader_signal = threading.Lock()
+        self._reader_signal.acquire()
         # Waited on by writers while the queue is full; notified by take()
-        # (which empties it) and by abort().
-        self._writable = threading.Condition(self._lock)
+        # and by end(), discard() and abort(). Made on first use.
+        self._writable: threading.Condition | None = None
         self._chunks: deque[bytes | bytearray | _Marker] = deque()
         self._maxsize = maxsize or 0
         # Hysteresis: a writer blocked on a full queue is woken only once the
@@ -75,10 +84,25 @@ class Channel:
         self._discard = False
         # After abort(): the exception class and message writers get.
         self._abort_error: tuple[type[LiveError], str] | None = None
-        #: Set by abort() and interrupt(): what ``Stream.wait`` sleeps on.
-        self.interrupted = threading.Event()
+        self._interrupted: threading.Event | None = None
         #: Set by interrupt(): the middleware is shutting down.
         self.shutting_down = False
+
+    @property
+    def interrupted(self) -> threading.Event:
+        """Set by abort() and interrupt(): what ``Stream.wait`` sleeps on."""
+        with self._lock:
+            if self._interrupted is None:
+                self._interrupted = threading.Event()
+                if self._abort_error is not None or self.shutting_down:
+                    self._interrupted.set()
+            return self._interrupted
+
+    def _wake_reader(self) -> None:
+        # With the lock held.
+        if self._reader_waiting:
+            self._reader_waiting = False
+            self._reader_signal.release()
 
     # -- producer side -----------------------------------------------------
 
@@ -117,16 +141,19 @@ class Channel:
                         return
             chunks.append(data)
             if self._reader_waiting:
-                self._readable.notify()
+                self._wake_reader()
 
     def _wait_writable(self, timeout: float | None) -> None:
         # Called with the lock held and the queue full.
         deadline = None if timeout is None else time.monotonic() + timeout
+        writable = self._writable
+        if writable is None:
+            writable = self._writable = threading.Condition(self._lock)
         self._writers_waiting += 1
         try:
             while len(self._chunks) > self._low_water:
                 if deadline is None:
-                    self._writable.wait()
+                    writable.wait()
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -136,7 +163,7 @@ class Channel:
                             "(write_timeout); the stream is aborted",
                         )
                         break
-                    self._writable.wait(remaining)
+                    writable.wait(remaining)
                 if self._abort_error is not None:
                     break
                 if self._ended:
@@ -158,12 +185,11 @@ class Channel:
                 return False
             self._ended = True
             self._chunks.append(marker)
-            if self._reader_waiting:
-                self._readable.notify()
+            self._wake_reader()
             # Writers blocked on a full queue must not wait for room that
             # the end of the body will never make.
             if self._writers_waiting:
-                self._writable.notify_all()
+                self._notify_writers()
             return True
 
     def discard(self) -> None:
@@ -172,7 +198,12 @@ class Channel:
             self._discard = True
             self._chunks.clear()
             if self._writers_waiting:
-                self._writable.notify_all()
+                self._notify_writers()
+
+    def _notify_writers(self) -> None:
+        # With the lock held, when _writers_waiting (so _writable exists).
+        assert self._writable is not None
+        self._writable.notify_all()
 
     # -- either side -------------------------------------------------------
 
@@ -189,15 +220,19 @@ class Channel:
             return False
         self._abort_error = (error, message)
         self._chunks.clear()
-        self._readable.notify_all()
-        self._writable.notify_all()
-        self.interrupted.set()
+        self._wake_reader()
+        if self._writers_waiting:
+            self._notify_writers()
+        if self._interrupted is not None:
+            self._interrupted.set()
         return True
 
     def interrupt(self) -> None:
         """Wake every ``Stream.wait`` without aborting (graceful shutdown)."""
-        self.shutting_down = True
-        self.interrupted.set()
+        with self._lock:
+            self.shutting_down = True
+            if self._interrupted is not None:
+                self._interrupted.set()
 
     @property
     def aborted(self) -> bool:
@@ -223,11 +258,7 @@ class Channel:
                     return CUT
                 if timeout is not None and timeout <= 0:
                     return None
-                self._reader_waiting = True
-                try:
-                    self._readable.wait(timeout)
-                finally:
-                    self._reader_waiting = False
+                self._wait_readable(timeout)
                 if not chunks:
                     return CUT if self._abort_error is not None else None
             first = chunks.popleft()
@@ -249,8 +280,26 @@ class Channel:
                 if len(parts) > 1:
                     data = b"".join(parts)
             if self._writers_waiting and len(chunks) <= self._low_water:
-                self._writable.notify(self._writers_waiting)
+                self._notify_writers()
             return data
+
+    def _wait_readable(self, timeout: float | None) -> None:
+        """Sleep until a waker signals or ``timeout`` runs out. Called, and
+        returns, with the lock held; the caller looks at the queue again."""
+        signal = self._reader_signal
+        signalled = False
+        self._reader_waiting = True
+        self._lock.release()
+        try:
+            signalled = signal.acquire(True, -1 if timeout is None else timeout)
+        finally:
+            self._lock.acquire()
+            if self._reader_waiting:
+                self._reader_waiting = False  # nobody signalled: timed out
+            elif not signalled:
+                # A waker released the signal just after the timeout (or an
+                # exception): take it back, so it is held for the next wait.
+                signal.acquire()
 
 
 class _Ended(Exception):

@@ -1,8 +1,12 @@
 """One live request: the app's run on the worker, and the commit latch.
 
 design: the server thread (S) submits ``Job.run`` to the pool and blocks in
-``Job.wait_commit``; the worker (W) moves the job through its states under
-one lock and notifies S at each step S cares about:
+``Job.wait_commit`` on the commit latch, a raw lock W releases exactly once,
+when the job leaves RUNNING for COMMITTED or FAILED. Nothing else wakes S:
+each wake-up is a thread switch, and on a busy server every switch also
+costs a GIL hand-off. When the app returns its whole (small) body as a list,
+W wakes S after the body has ended rather than at its first byte, so S runs
+once, finds everything queued, and sends it in one go.
 
     QUEUED ──W starts──► RUNNING ──commit──► COMMITTED
        │                    ├──error before commit──► FAILED
@@ -22,9 +26,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import signals
-from .channel import Channel
+from .channel import COALESCE_LIMIT, Channel
 from .errors import ClientDisconnected, CommitTimeout, StreamClosed
-from .response import LiveResponse, _current, normalize_status
+from .response import LiveResponse, _current
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
@@ -70,15 +74,22 @@ class Job:
         self.response.heartbeat = options.heartbeat
         environ["live_wsgi.response"] = self.response
         self._lock = threading.Lock()
-        # Waited on by S in wait_commit(); notified by W when the job starts,
-        # commits or fails before commit.
-        self._changed = threading.Condition(self._lock)
+        # The commit latch: held until W leaves RUNNING (commit or failure),
+        # then released once. S waits on it; W never wakes S for anything
+        # else, so a request costs two thread hand-offs, not more.
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._latch_open = False
+        # True while W writes a small body it already holds whole (a list):
+        # S is woken once that body has ended, not at its first byte, so
+        # the request costs one wake-up of S instead of two (see _produce).
+        self._defer_wake = False
         self.state = QUEUED
+        #: When W started the app (for commit_timeout).
+        self.running_since = 0.0
         #: The exception that ended the app before the commit, for S to raise.
         self.error: BaseException | None = None
         self._started_response = False
-        #: Set once W is completely done (app, close, teardown).
-        self.done = threading.Event()
         self.started_at = time.monotonic()
         self.thread: threading.Thread | None = None
 
@@ -100,30 +111,48 @@ class Job:
 
     def wait_commit(self, queue_timeout: float, commit_timeout: float | None) -> str:
         """Block S until the job commits, fails, or a timeout gives up on it."""
-        with self._lock:
-            if self.state == QUEUED:
-                deadline = time.monotonic() + queue_timeout
-                while self.state == QUEUED:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+        latch = self._latch
+        queue_deadline = time.monotonic() + queue_timeout
+        # The common case first, with nothing between the submit and the
+        # wait: the job starts and commits well within the first timeout.
+        first = queue_timeout if commit_timeout is None else min(queue_timeout, commit_timeout)
+        if latch.acquire(True, first):
+            return self.state
+        while True:
+            with self._lock:
+                state = self.state
+                if state == QUEUED:
+                    deadline = queue_deadline
+                elif state == RUNNING:
+                    if commit_timeout is None:
+                        deadline = None
+                    else:
+                        deadline = self.running_since + commit_timeout
+                else:
+                    return state
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if state == QUEUED:
                         self.state = CANCELLED
                         return CANCELLED
-                    self._changed.wait(remaining)
-            if self.state == RUNNING and commit_timeout is not None:
-                deadline = time.monotonic() + commit_timeout
-                while self.state == RUNNING:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self.state = TIMED_OUT
-                        self.channel.abort(
-                            CommitTimeout,
-                            f"the app did not commit within {commit_timeout:g} s "
-                            "(commit_timeout); the client was answered 504",
-                        )
-                        return TIMED_OUT
-                    self._changed.wait(remaining)
-            while self.state == RUNNING:
-                self._changed.wait()
+                    self.state = TIMED_OUT
+                    self.channel.abort(
+                        CommitTimeout,
+                        f"the app did not commit within {commit_timeout:g} s "
+                        "(commit_timeout); the client was answered 504",
+                    )
+                    return TIMED_OUT
+            if remaining is None:
+                latch.acquire()
+            else:
+                if state == QUEUED and commit_timeout is not None:
+                    # W does not wake S when it starts: look again at least
+                    # every commit_timeout, so a job that started and hangs
+                    # is answered 504 on time.
+                    remaining = min(remaining, commit_timeout)
+                if not latch.acquire(True, remaining):
+                    continue
+            # Released: W left RUNNING for good (COMMITTED or FAILED).
             return self.state
 
     # -- W side ----------------------------------------------------------------
@@ -134,7 +163,7 @@ class Job:
             if self.state != QUEUED:  # S gave up waiting: never run
                 return
             self.state = RUNNING
-            self._changed.notify()
+            self.running_since = time.monotonic()
         self.thread = threading.current_thread()
         try:
             self.snapshot.run(self._run_in_context)
@@ -143,11 +172,20 @@ class Job:
                 RuntimeError("live_wsgi: the job ended without committing")
             )
             self.middleware._job_done(self)
-            self.done.set()
+            self._wake_server()
+
+    def _wake_server(self) -> None:
+        """Let S go on with the committed response (once; idempotent)."""
+        with self._lock:
+            self._defer_wake = False
+            if self.state == COMMITTED and not self._latch_open:
+                self._latch_open = True
+                self._latch.release()
 
     def _run_in_context(self) -> None:
         _current.set(self.response)
-        signals.emit(signals.stream_started, self.middleware, **self.facts())
+        if signals.stream_started.receivers:
+            signals.emit(signals.stream_started, self.middleware, **self.facts())
         options = self.options
         error: BaseException | None = None
         try:
@@ -161,6 +199,7 @@ class Job:
         if error is not None:
             self._handle_error(error)
         if options.teardown is not None:
+            self._wake_server()  # the body has ended: do not make S wait for teardown
             try:
                 options.teardown(self.environ, error)
             except Exception:
@@ -174,6 +213,8 @@ class Job:
         try:
             iterable = self.app(self.environ, self._start_response)
             write = self.response.stream.write
+            if type(iterable) is list:
+                self._whole_body(iterable)
             for item in iterable:
                 write(item)
         except BaseException as exc:
@@ -188,6 +229,24 @@ class Job:
                 else:
                     log.exception("live_wsgi: closing the app's iterable failed")
         return error
+
+    def _whole_body(self, body: list[Any]) -> None:
+        """The app returned its whole body as a list, before any write."""
+        response = self.response
+        if response.committed:
+            return
+        size = _byte_size(body)
+        if size is None:
+            return
+        if response.content_length is None and response.declared_length() == size:
+            # SPEC 2.3: the app asked for a length and the body is known to
+            # have it: keep it (the same bytes as without live_wsgi).
+            response.content_length = size
+        if len(body) <= 16 and size <= COALESCE_LIMIT:
+            # One queued chunk holds it whole, so no write can block: wake S
+            # once the body has ended, not at its first byte (one wake-up of
+            # S instead of two).
+            self._defer_wake = True
 
     def _start_response(
         self,
@@ -221,14 +280,8 @@ class Job:
             raise TypeError(
                 f"start_response() headers must be a list, not {type(headers).__name__}"
             )
-        response.status = normalize_status(status)
-        add = response.headers.add
-        for header in headers:
-            if not (isinstance(header, tuple) and len(header) == 2):
-                raise TypeError(
-                    f"start_response() headers must be (name, value) tuples, not {header!r}"
-                )
-            add(*header)
+        response.status = status  # checked by the setter
+        response._add_headers(headers)
         self._started_response = True
         return response.stream.write
 
@@ -243,9 +296,12 @@ class Job:
             if response.bodiless:
                 self.channel.discard()
             self.state = COMMITTED
-            self._changed.notify()
-        signals.emit(signals.stream_committed, self.middleware, **self.facts(),
-                     headers=response.wsgi_headers())
+            if not self._defer_wake:
+                self._latch_open = True
+                self._latch.release()
+        if signals.stream_committed.receivers:
+            signals.emit(signals.stream_committed, self.middleware, **self.facts(),
+                         headers=response.wsgi_headers())
 
     def _release_if_running(self, error: BaseException) -> bool:
         with self._lock:
@@ -253,7 +309,8 @@ class Job:
                 return False
             self.state = FAILED
             self.error = error
-            self._changed.notify()
+            self._latch_open = True
+            self._latch.release()
             return True
 
     def _handle_error(self, error: BaseException) -> None:
@@ -289,3 +346,13 @@ class Job:
                          error=error, bytes_sent=stream.bytes_written,
                          duration=time.monotonic() - self.started_at)
         stream._fail()
+
+
+def _byte_size(body: list[Any]) -> int | None:
+    """The total size of a list of bytes; None if anything else is in it."""
+    size = 0
+    for item in body:
+        if type(item) is not bytes:
+            return None
+        size += len(item)
+    return size

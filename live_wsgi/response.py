@@ -163,7 +163,12 @@ class LiveResponse:
         default_content_type: str,
     ) -> None:
         self.environ = environ
-        self.headers = ResponseHeaders()
+        # Headers live in a plain list until somebody asks for ``headers``
+        # (a plain WSGI app never does: its start_response fills the list),
+        # then in a Werkzeug Headers object made from it.
+        self._headers: ResponseHeaders | None = None
+        self._header_list: list[tuple[str, str]] = []
+        self._wsgi_headers: list[tuple[str, str]] = []
         self._status = "200 OK"
         self._content_length: int | None = None
         self._on_commit = on_commit
@@ -191,6 +196,48 @@ class LiveResponse:
                 f"cannot set {what} after the response was committed: set it "
                 "before the first write or close"
             )
+
+    @property
+    def headers(self) -> ResponseHeaders:
+        """The response headers (Werkzeug ``Headers``), frozen at the commit."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = ResponseHeaders(self._header_list)
+            headers.frozen = self.committed
+        return headers
+
+    def _add_headers(self, headers: list[tuple[str, str]]) -> None:
+        """Add the headers an app gave ``start_response`` (checked at the commit)."""
+        fast = self._headers is None
+        for header in headers:
+            if not (isinstance(header, tuple) and len(header) == 2):
+                raise TypeError(
+                    f"start_response() headers must be (name, value) tuples, not {header!r}"
+                )
+            if fast and type(header[0]) is str and type(header[1]) is str:
+                self._header_list.append(header)
+            else:  # let Werkzeug convert or refuse it, as response.headers would
+                fast = False
+                self.headers.add(*header)
+
+    def declared_length(self) -> int | None:
+        """The Content-Length header set so far (before the commit), as an int."""
+        current = self._header_list if self._headers is None else self._headers.items()
+        for name, value in current:
+            if name.lower() == "content-length":
+                try:
+                    return int(value)
+                except (TypeError, ValueError):
+                    return None
+        return None
+
+    def header(self, name: str, default: str = "") -> str:
+        """The value of a committed header (case-insensitive), or ``default``."""
+        lower = name.lower()
+        for key, value in self._wsgi_headers:
+            if key.lower() == lower:
+                return value
+        return default
 
     @property
     def status(self) -> str:
@@ -238,7 +285,8 @@ class LiveResponse:
                 return
             self._finalize_headers()
             self.committed = True
-            self.headers.frozen = True
+            if self._headers is not None:
+                self._headers.frozen = True
             code = self.status_code
             self.bodiless = no_body_status(code) or self.environ.get(
                 "REQUEST_METHOD"
@@ -246,26 +294,43 @@ class LiveResponse:
             self._on_commit(self)
 
     def _finalize_headers(self) -> None:
-        headers = self.headers
-        for name, value in headers.items():
-            check_header(name, value)
-        for name in {name for name, _ in headers.items() if is_hop_by_hop_header(name)}:
-            del headers[name]
-        if "Cache-Control" not in headers:
-            headers["Cache-Control"] = "no-cache"
-        if "X-Accel-Buffering" not in headers:
-            headers["X-Accel-Buffering"] = "no"
+        # One pass over a plain list: this runs for every live request, and
+        # Werkzeug's Headers makes each lookup of a missing name cost an
+        # exception.
         code = self.status_code
-        if no_body_status(code):
-            del headers["Content-Length"]
-            return
-        if self._content_length is None:
-            del headers["Content-Length"]
+        bodiless = no_body_status(code)
+        final: list[tuple[str, str]] = []
+        has_cache_control = has_accel = has_type = False
+        current = self._header_list if self._headers is None else self._headers.items()
+        for name, value in current:
+            check_header(name, value)
+            lower = name.lower()
+            if lower == "content-length" or is_hop_by_hop_header(lower):
+                continue  # the server's own, or set below if the length is known
+            if lower == "cache-control":
+                has_cache_control = True
+            elif lower == "x-accel-buffering":
+                has_accel = True
+            elif lower == "content-type":
+                has_type = True
+            final.append((name, value))
+        if not has_cache_control:
+            final.append(("Cache-Control", "no-cache"))
+        if not has_accel:
+            final.append(("X-Accel-Buffering", "no"))
+        if not bodiless:
+            if self._content_length is not None:
+                final.append(("Content-Length", str(self._content_length)))
+            if not has_type:
+                final.append(("Content-Type", self._default_content_type))
+        self._wsgi_headers = final
+        if self._headers is None:
+            self._header_list = final
         else:
-            headers["Content-Length"] = str(self._content_length)
-        if "Content-Type" not in headers:
-            headers["Content-Type"] = self._default_content_type
+            # The same object, refilled: code holding it must see it frozen.
+            self._headers.clear()
+            self._headers.extend(final)
 
     def wsgi_headers(self) -> list[tuple[str, str]]:
         """The committed header list, as ``start_response`` wants it."""
-        return list(self.headers.items())
+        return list(self._wsgi_headers)

@@ -377,6 +377,103 @@ def test_known_length_keeps_content_length(live: Any) -> None:
     assert response.body == b"abcdef"
 
 
+def test_list_body_of_the_declared_length_keeps_content_length(live: Any) -> None:
+    """SPEC 2.3: a start_response Content-Length matching a whole list body is kept."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "11")])
+        return [b"hello", b" ", b"world"]
+
+    response = webtest_app(live(app), lint=True).get("/")
+    assert response.headers["Content-Length"] == "11"
+    assert response.body == b"hello world"
+
+
+@pytest.mark.parametrize("body", [
+    [b"hello"],  # shorter than declared
+    ClosingIterable([b"hello world"]),  # not a list: the length is only promised
+])  # fmt: skip
+def test_unverified_content_length_is_dropped(live: Any, body: Any) -> None:
+    """SPEC 2.3: a Content-Length live_wsgi cannot verify up front is not sent."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "11")])
+        return body
+
+    response = open_stream(live(app))
+    assert "content-length" not in {k.lower() for k, _ in response.headers.items()}
+    assert b"".join(chunks(response)) in (b"hello", b"hello world")
+    response.close()
+
+
+def test_large_list_body_streams_through_a_small_queue(live: Any) -> None:
+    """SPEC 3.1: a list body bigger than the queue is not held back until it ends."""
+    body = [bytes([65 + n % 26]) * 65536 for n in range(40)]
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", str(40 * 65536))])
+        return body
+
+    response = open_stream(live(app, queue_size=2))
+    assert response.headers["Content-Length"] == str(40 * 65536)
+    assert b"".join(chunks(response)) == b"".join(body)
+    response.close()
+
+
+def test_headers_object_taken_before_commit_is_frozen_after(live: Any) -> None:
+    """SPEC 2.2: start_response headers show in response.headers; a reference
+    taken before the commit refuses changes after it."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("201 Created", [("X-From-App", "1")])
+        headers = current_response().headers
+        seen["before"] = headers.get("X-From-App")
+        headers["X-Added"] = "2"
+        current_response().stream.write(b"x")
+        try:
+            headers["X-Late"] = "3"
+        except HeadersAlreadySent as exc:
+            seen["error"] = exc
+        return []
+
+    response = webtest_app(live(app), lint=True).get("/", status=201)
+    assert seen["before"] == "1"
+    assert response.headers["X-From-App"] == "1"
+    assert response.headers["X-Added"] == "2"
+    assert "X-Late" not in response.headers
+    assert isinstance(seen["error"], HeadersAlreadySent)
+
+
+def test_commit_timeout_counts_from_the_start_of_the_job(live: Any) -> None:
+    """SPEC 2.4: a job that waited in the queue, then hangs, gets 504 after
+    commit_timeout from its start (not after queue_timeout)."""
+    mw, held, release = _occupy(live, 1, queue_timeout=20, commit_timeout=0.5)
+    hang = threading.Event()
+    original = mw.app
+
+    def app(environ: Any, start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/hang":
+            wait(hang, "hang")
+            return []
+        return original(environ, start_response)
+
+    mw.app = app
+    result: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("r", webtest_app(mw).get("/hang", status="*")))
+    thread.start()
+    release.set()  # the held stream ends: /hang starts on the freed worker
+    for r in held:
+        assert b"".join(chunks(r)) == b"holding\n"
+        r.close()
+    thread.join(10)  # far below queue_timeout=20: the 504 came from commit_timeout
+    assert not thread.is_alive(), "S kept waiting past commit_timeout"
+    hang.set()
+    assert result["r"].status_int == 504
+    assert mw.wait_idle(10)
+
+
 def _occupy(live: Any, n: int, **options: Any) -> tuple[Any, list[Any], threading.Event]:
     """A middleware with an n-thread pool, every thread held by an open stream."""
     release = threading.Event()

@@ -129,6 +129,47 @@ def test_small_writes_merge_while_reader_is_busy() -> None:
     assert channel.take(0) is None
 
 
+def test_reader_timeouts_racing_writers_lose_and_hang_nothing() -> None:
+    """SPEC 3.2: the reader's wake-up survives timeouts that race the writers.
+
+    The reader waits with timeouts so short that many expire while a writer
+    is signalling it; every byte still arrives, in order, and the reader
+    never sleeps through a chunk that was queued.
+    """
+    channel = Channel(4)
+    count = 3000
+    sent = [b"%05d" % n + BIG[:n % 3 * 30000] for n in range(count)]
+
+    def produce() -> None:
+        for n, data in enumerate(sent):
+            channel.put(data, timeout=10)
+            if n % 7 == 0:
+                threading.Event().wait(0.00001)  # let the reader run dry
+        channel.end()
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    received = []
+    timeouts = 0
+    while True:
+        item = channel.take(0.00005)
+        if item is None:
+            timeouts += 1
+            assert timeouts < 1_000_000, "the reader never saw the end"
+            continue
+        if item is EOF:
+            break
+        received.append(item)
+    writer.join(10)
+    assert not writer.is_alive()
+    assert b"".join(received) == b"".join(sent)
+    # No stale wake-up is left behind: the signal is held, and a fresh wait
+    # runs to its timeout.
+    assert channel._reader_signal.locked()
+    assert channel.take(0.01) is None
+    assert channel._reader_signal.locked()
+
+
 def test_close_is_idempotent_and_write_after_close_raises(live: Any) -> None:
     """SPEC 3.3: close() twice is fine; a later write raises StreamClosed."""
     seen = Recorder()
