@@ -1,0 +1,64 @@
+"""The benchmark harness measures what it claims (no timing asserted here).
+
+Every app in the table must send the client the same body bytes, or a ratio
+would compare different work; and the client must read the raw-socket
+server (its ceiling) correctly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from werkzeug.test import Client
+
+from benchmarks import apps, client
+from benchmarks.rawserver import frame
+from benchmarks.server import rawserver
+
+pytestmark = pytest.mark.timeout(60)
+
+PATHS = ["/chunks/64/50", "/chunks/65536/3?fresh=1", "/short", "/short-direct", "/sse",
+         "/held?events=2&interval=0.01"]
+
+
+@pytest.fixture
+def bench_apps() -> Iterator[dict[str, Any]]:
+    made = {
+        "plain": apps.plain_app,
+        "flask": apps.flask_app,
+        "live": apps.live_app,
+        "flask+live": apps.flask_live_app,
+    }
+    assert list(made) == list(apps.APPS)
+    yield made
+    # The module-level middlewares own pools: end them so no thread outlives us.
+    apps.live_app.shutdown(timeout=5)
+    apps.flask_live_app.extensions["live_wsgi"].shutdown()
+
+
+def test_every_app_sends_the_same_body(bench_apps: dict[str, Any]) -> None:
+    """The four apps of the table answer every benchmark path with the same bytes."""
+    for path in PATHS:
+        bodies = {}
+        for name, app in bench_apps.items():
+            response = Client(app).get(path, environ_overrides={"wsgi.multithread": True})
+            assert response.status_code == 200, (name, path)
+            bodies[name] = response.get_data()
+            response.close()
+        assert len(set(bodies.values())) == 1, (path, {k: len(v) for k, v in bodies.items()})
+    assert bodies["plain"] == b"data: 0\n\ndata: 1\n\n"
+
+
+def test_client_reads_the_raw_server_to_the_end() -> None:
+    """The ceiling server frames bodies like gunicorn; the client counts them whole."""
+    with rawserver() as (_, port):
+        seconds, received = client.download(port, "/chunks/1024/1000")
+        body = frame(b"x" * 1024) * 1000 + b"0\r\n\r\n"
+        assert seconds > 0
+        assert received > len(body)  # the body plus the status line and headers
+        assert received - len(body) < 200
+        firsts = client.ttfb_round(port, "/sse", 8)
+        assert len(firsts) == 8
+        assert all(first > 0 for first in firsts)
