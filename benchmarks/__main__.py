@@ -53,7 +53,7 @@ class Settings:
 
 FULL = Settings(reps=5, m1_count=200_000, m2_count=8192, m3_seconds=5, m3_reps=3,
                 m4_rounds=20, m5_streams=1000, m5_events=30, m6_seconds=5)
-QUICK = Settings(reps=3, m1_count=50_000, m2_count=2048, m3_seconds=2, m3_reps=1,
+QUICK = Settings(reps=3, m1_count=50_000, m2_count=4096, m3_seconds=2, m3_reps=1,
                  m4_rounds=5, m5_streams=200, m5_events=5, m6_seconds=2)
 M4_CONCURRENCY = 64
 M6_READ = 64 * KIB

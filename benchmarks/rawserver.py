@@ -1,7 +1,8 @@
 """A trivial raw-socket HTTP server: the client's own ceiling.
 
 It answers the benchmark paths with the same bytes the apps send, from
-pre-built buffers, with no framework and no per-chunk work, so what the
+pre-built buffers, on one asyncio loop (no thread to start per connection),
+with no framework and no per-chunk work, so what the
 client measures against it is what the *client* can do. When that is far
 above what the apps reach, the client is not the bottleneck.
 
@@ -10,9 +11,9 @@ above what the apps reach, the client is not the bottleneck.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
-import threading
 
 from .apps import SHORT
 
@@ -28,59 +29,50 @@ def frame(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def send_chunks(sock: socket.socket, size: int, count: int) -> None:
+async def send_chunks(writer: asyncio.StreamWriter, size: int, count: int) -> None:
     framed = frame(b"x" * size)
     per_block = max(1, BLOCK // len(framed))
     block = framed * per_block
-    sock.sendall(CHUNKED_HEAD % b"application/octet-stream")
+    writer.write(CHUNKED_HEAD % b"application/octet-stream")
     full, rest = divmod(count, per_block)
     for _ in range(full):
-        sock.sendall(block)
-    sock.sendall(framed * rest + b"0\r\n\r\n")
+        writer.write(block)
+        await writer.drain()
+    writer.write(framed * rest + b"0\r\n\r\n")
 
 
-def serve_connection(sock: socket.socket) -> None:
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        respond(sock)
-    except OSError:
-        pass  # the client hung up (wrk does, mid-request, when its time is up)
-    finally:
-        sock.close()
-
-
-def respond(sock: socket.socket) -> None:
-    buffer = b""
-    if True:
         while True:
-            while b"\r\n\r\n" not in buffer:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                buffer += data
-            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1].decode()
-            close = b"connection: close" in head.lower()
             if path.startswith("/short"):
-                sock.sendall(SHORT_RESPONSE)
+                writer.write(SHORT_RESPONSE)
             elif path.startswith("/chunks/"):
                 _, _, size, count = path.split("/")
-                send_chunks(sock, int(size), int(count))
+                await send_chunks(writer, int(size), int(count))
             elif path.startswith("/sse"):
-                sock.sendall(CHUNKED_HEAD % b"text/event-stream" + frame(b"data: 0\n\n")
+                writer.write(CHUNKED_HEAD % b"text/event-stream" + frame(b"data: 0\n\n")
                              + b"0\r\n\r\n")
             else:
-                sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            if close:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            if b"connection: close" in head.lower():
                 return
+    except (OSError, asyncio.IncompleteReadError):
+        pass  # the client hung up (wrk does, mid-request, when its time is up)
+    finally:
+        writer.close()
 
 
-def main() -> None:
-    listener = socket.socket(fileno=int(sys.argv[1]))
-    while True:
-        sock, _ = listener.accept()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=serve_connection, args=(sock,), daemon=True).start()
+async def main(fd: int) -> None:
+    listener = socket.socket(fileno=fd)
+    server = await asyncio.start_server(serve_connection, sock=listener, backlog=4096)
+    async with server:
+        await server.serve_forever()
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main(int(sys.argv[1])))
