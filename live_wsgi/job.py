@@ -177,7 +177,6 @@ class Job:
     def _wake_server(self) -> None:
         """Let S go on with the committed response (once; idempotent)."""
         with self._lock:
-            self._defer_wake = False
             if self.state == COMMITTED and not self._latch_open:
                 self._latch_open = True
                 self._latch.release()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -220,10 +220,12 @@ class LiveResponse:
                 fast = False
                 self.headers.add(*header)
 
+    def _pending_headers(self) -> Iterable[tuple[str, str]]:
+        return self._header_list if self._headers is None else self._headers.items()
+
     def declared_length(self) -> int | None:
         """The Content-Length header set so far (before the commit), as an int."""
-        current = self._header_list if self._headers is None else self._headers.items()
-        for name, value in current:
+        for name, value in self._pending_headers():
             if name.lower() == "content-length":
                 try:
                     return int(value)
@@ -301,8 +303,7 @@ class LiveResponse:
         bodiless = no_body_status(code)
         final: list[tuple[str, str]] = []
         has_cache_control = has_accel = has_type = False
-        current = self._header_list if self._headers is None else self._headers.items()
-        for name, value in current:
+        for name, value in self._pending_headers():
             check_header(name, value)
             lower = name.lower()
             if lower == "content-length" or is_hop_by_hop_header(lower):
