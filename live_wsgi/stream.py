@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -39,7 +40,9 @@ class Stream:
         channel: Channel,
         write_timeout: float | None,
     ) -> None:
-        self._response = response
+        # Weak: the response owns its stream, and a cycle between the two
+        # would outlive the request until the cyclic GC found it.
+        self._response_ref = weakref.ref(response)
         self._channel = channel
         self._write_timeout = write_timeout
         self._error_callbacks: list[Callable[[BaseException], object]] = []
@@ -56,6 +59,14 @@ class Stream:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Stream {state} {self.bytes_written} bytes>"
+
+    @property
+    def _response(self) -> LiveResponse:
+        response = self._response_ref()
+        if response is None:
+            # Only a stream kept beyond its request gets here; W closed it.
+            raise StreamClosed("the live request is over: its stream is closed")
+        return response
 
     # -- writing -------------------------------------------------------------
 
