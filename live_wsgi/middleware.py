@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import MIMEAccept
@@ -34,6 +34,7 @@ from .body import LiveBody, NoBody
 from .context import ExcludedKeys, Exclusions, Snapshot
 from .errors import ClientDisconnected
 from .job import CANCELLED, COMMITTED, FAILED, Job
+from .pool import LivePool
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -103,7 +104,8 @@ class LiveMiddleware:
         request straight through (no hop), True runs it live, a mapping runs
         it live with some options overridden (``ROUTE_OPTIONS``).
     :param executor: a ``concurrent.futures.Executor`` to run on. By default
-        the middleware owns a ``ThreadPoolExecutor`` of ``max_workers``.
+        the middleware owns a ``LivePool`` of ``max_workers`` threads
+        (``live_wsgi.pool``: an Executor lighter than ``ThreadPoolExecutor``).
     :param max_workers: how many live responses may be produced at once
         (default 64). Each holds a server thread too: size the server's
         threads to match.
@@ -183,9 +185,11 @@ class LiveMiddleware:
             if (isinstance(max_workers, bool) or not isinstance(max_workers, int)
                     or max_workers < 1):
                 raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
-            executor = ThreadPoolExecutor(max_workers, thread_name_prefix="live_wsgi")
+            executor = LivePool(max_workers, thread_name_prefix="live_wsgi")
             self._owns_executor = True
         self.executor = executor
+        # Our own pool runs a job without a Future.
+        self._start = executor.start if isinstance(executor, LivePool) else None
         if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
             raise ValueError(f"retry_after must be an int >= 0 (seconds), not {retry_after!r}")
         self.retry_after = retry_after
@@ -280,8 +284,12 @@ class LiveMiddleware:
         job = Job(self, self.app, environ, options, Snapshot.capture(options.exclusions))
         with self._jobs_lock:
             self._jobs.add(job)
+        future: Future[None] | None = None
         try:
-            future = self.executor.submit(job.run)
+            if self._start is not None:
+                self._start(job.run)
+            else:
+                future = self.executor.submit(job.run)
         except RuntimeError:  # the executor was shut down
             self._job_done(job)
             return self._unavailable(environ, start_response)
@@ -305,7 +313,8 @@ class LiveMiddleware:
             finally:
                 del error
         if state == CANCELLED:
-            future.cancel()
+            if future is not None:
+                future.cancel()
             self._job_done(job)
             return self._unavailable(environ, start_response)
         return self._gateway_timeout(start_response)

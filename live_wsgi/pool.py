@@ -1,0 +1,163 @@
+"""The thread pool live requests run on by default: a lean ``concurrent.futures`` Executor.
+
+design: a live request is two thread hand-offs (S to W, W back to S), and on a
+busy server each costs a GIL hand-off besides the switch, so whatever a
+thread runs between waking the other one and blocking itself is paid for
+twice. ``ThreadPoolExecutor`` makes a ``Future`` (with its ``Condition``) per
+job and runs two ``Semaphore`` round trips in Python around it; measured on
+the hot path, that is a tenth of what live_wsgi adds to a short request
+(``benchmarks/README.rst``). ``LivePool`` is a ``concurrent.futures.Executor``
+(``submit`` returns a ``Future`` as usual), and ``start`` runs a job with
+nothing but a queue put and an idle count.
+
+Threads start on demand up to ``max_workers`` and stay. They are daemon
+threads: ``LiveMiddleware.shutdown`` ends the streams and the pool; the
+interpreter's exit never waits on an endless producer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar
+
+log = logging.getLogger("live_wsgi")
+
+T = TypeVar("T")
+
+_serial = itertools.count()
+
+
+class LivePool(Executor):
+    """Run callables on up to ``max_workers`` threads, started as needed.
+
+    :param max_workers: the most threads the pool starts (an int >= 1).
+    :param thread_name_prefix: threads are named ``PREFIX_N``.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "live_wsgi") -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
+        self.max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._queue: SimpleQueue[Callable[[], object] | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        # Threads waiting for a job (or on their way to), and jobs queued that
+        # no thread has taken yet: a job needs a new thread only when the
+        # waiting threads are all spoken for.
+        self._waiting = 0
+        self._backlog = 0
+        self._shutdown = False
+
+    def __repr__(self) -> str:
+        return f"<LivePool {len(self._threads)}/{self.max_workers} threads>"
+
+    def start(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` on a pool thread, without a ``Future``.
+
+        An exception from ``fn`` is logged. Raises ``RuntimeError`` after
+        ``shutdown``.
+        """
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot start a job after the pool was shut down")
+            self._backlog += 1
+            thread = None
+            if self._backlog > self._waiting and len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._prefix}_{next(_serial)}", daemon=True
+                )
+                self._threads.append(thread)
+                self._waiting += 1
+        if thread is not None:
+            try:
+                thread.start()
+            except BaseException:  # e.g. "can't start new thread": undo, refuse
+                with self._lock:
+                    self._threads.remove(thread)
+                    self._waiting -= 1
+                    self._backlog -= 1
+                raise
+        # Last: from here the other thread may run.
+        self._queue.put(fn)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """``Executor.submit``: run ``fn(*args, **kwargs)``; its ``Future``."""
+        job = _FutureJob(fn, args, kwargs)
+        self.start(job)
+        return job.future
+
+    def _work(self) -> None:
+        queue = self._queue
+        lock = self._lock
+        while True:
+            fn = queue.get()
+            with lock:
+                self._waiting -= 1
+                if fn is None:  # shutdown
+                    return
+                self._backlog -= 1
+            try:
+                fn()
+            except BaseException:
+                log.exception("live_wsgi: a pool job failed: %r", fn)
+            fn = None  # let the job go before waiting for the next one
+            with lock:
+                self._waiting += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Start no more jobs; let every thread end once the queue is done.
+
+        ``cancel_futures`` drops the jobs no thread has taken yet. ``wait``
+        joins the threads.
+        """
+        with self._lock:
+            if not self._shutdown:
+                self._shutdown = True
+                if cancel_futures:
+                    self._drop_backlog()
+                for _ in self._threads:
+                    self._queue.put(None)
+            threads = list(self._threads)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _drop_backlog(self) -> None:
+        while self._backlog:
+            try:
+                fn = self._queue.get_nowait()
+            except Empty:  # a thread took it meanwhile (it will run)
+                return
+            if fn is None:
+                continue
+            self._backlog -= 1
+            if isinstance(fn, _FutureJob):
+                fn.future.cancel()
+
+
+class _FutureJob:
+    """A ``submit``ted call and its ``Future``."""
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future: Future[Any] = Future()
+
+    def __call__(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(result)
