@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from benchmarks import apps, client
+from benchmarks import apps, client, handoff
 from benchmarks.rawserver import frame
 from benchmarks.server import rawserver
 
@@ -62,3 +62,18 @@ def test_client_reads_the_raw_server_to_the_end() -> None:
         firsts = client.ttfb_round(port, "/sse", 8)
         assert len(firsts) == 8
         assert all(first > 0 for first in firsts)
+
+
+def test_handoff_counts_the_objects_a_request_leaves_in_cycles(live: Any) -> None:
+    """benchmarks.handoff sees a cycle an app makes, and none in a live request."""
+
+    def cyclic(environ: Any, start_response: Any) -> list[bytes]:
+        node: dict[str, Any] = {}
+        node["self"] = node  # one dict that refers to itself
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    assert handoff.cycles_per_request(cyclic, "/", None) == 1.0
+    mw = live(apps.plain_app)
+    assert handoff.cycles_per_request(mw, "/short", mw) == 0.0
+    assert handoff.cycles_per_request(mw, "/sse", mw) == 0.0
