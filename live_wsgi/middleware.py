@@ -290,7 +290,8 @@ class LiveMiddleware:
                 self._start(job.run)
             else:
                 future = self.executor.submit(job.run)
-        except RuntimeError:  # the executor was shut down
+        except RuntimeError:  # the executor was shut down (or cannot start a thread)
+            job._unlink()
             self._job_done(job)
             return self._unavailable(environ, start_response)
         state = job.wait_commit(options.queue_timeout, options.commit_timeout)
@@ -315,6 +316,7 @@ class LiveMiddleware:
         if state == CANCELLED:
             if future is not None:
                 future.cancel()
+            job._unlink()  # it never runs: W will not
             self._job_done(job)
             return self._unavailable(environ, start_response)
         return self._gateway_timeout(start_response)

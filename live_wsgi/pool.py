@@ -45,7 +45,11 @@ class LivePool(Executor):
         self.max_workers = max_workers
         self._prefix = thread_name_prefix
         self._queue: SimpleQueue[Callable[[], object] | None] = SimpleQueue()
+        # _lock guards the counts below (workers take it); _submit_lock
+        # orders starting jobs and threads against shutdown (workers never
+        # take it), and guards _threads: every thread in it has started.
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         # Threads waiting for a job (or on their way to), and jobs queued that
         # no thread has taken yet: a job needs a new thread only when the
@@ -63,28 +67,29 @@ class LivePool(Executor):
         An exception from ``fn`` is logged. Raises ``RuntimeError`` after
         ``shutdown``.
         """
-        with self._lock:
+        with self._submit_lock:  # against shutdown: a job taken is a job queued
             if self._shutdown:
                 raise RuntimeError("cannot start a job after the pool was shut down")
-            self._backlog += 1
-            thread = None
-            if self._backlog > self._waiting and len(self._threads) < self.max_workers:
+            with self._lock:
+                self._backlog += 1
+                spawn = self._backlog > self._waiting and len(self._threads) < self.max_workers
+                if spawn:
+                    self._waiting += 1
+            if spawn:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._prefix}_{next(_serial)}", daemon=True
                 )
+                try:
+                    thread.start()
+                except BaseException:  # e.g. "can't start new thread": undo, refuse
+                    with self._lock:
+                        self._waiting -= 1
+                        self._backlog -= 1
+                    raise
                 self._threads.append(thread)
-                self._waiting += 1
-        if thread is not None:
-            try:
-                thread.start()
-            except BaseException:  # e.g. "can't start new thread": undo, refuse
-                with self._lock:
-                    self._threads.remove(thread)
-                    self._waiting -= 1
-                    self._backlog -= 1
-                raise
-        # Last: from here the other thread may run.
-        self._queue.put(fn)
+            # Last: from here the other thread may run. (Workers never take
+            # _submit_lock, so releasing it costs them nothing.)
+            self._queue.put(fn)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """``Executor.submit``: run ``fn(*args, **kwargs)``; its ``Future``."""
@@ -116,7 +121,7 @@ class LivePool(Executor):
         ``cancel_futures`` drops the jobs no thread has taken yet. ``wait``
         joins the threads.
         """
-        with self._lock:
+        with self._submit_lock:
             if not self._shutdown:
                 self._shutdown = True
                 if cancel_futures:
@@ -129,14 +134,14 @@ class LivePool(Executor):
                 thread.join()
 
     def _drop_backlog(self) -> None:
-        while self._backlog:
+        # With _submit_lock held: the queue holds jobs only, no sentinel yet.
+        while True:
             try:
                 fn = self._queue.get_nowait()
-            except Empty:  # a thread took it meanwhile (it will run)
+            except Empty:  # the rest was taken by threads (it will run)
                 return
-            if fn is None:
-                continue
-            self._backlog -= 1
+            with self._lock:
+                self._backlog -= 1
             if isinstance(fn, _FutureJob):
                 fn.future.cancel()
 

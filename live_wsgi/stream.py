@@ -141,7 +141,9 @@ class Stream:
             if self._closed:
                 return
             self._closed = True
-        response = self._response
+        response = self._response_ref()
+        if response is None:
+            return  # the request is over: its channel has ended already
         try:
             if not response.committed:
                 response.commit()

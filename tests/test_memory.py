@@ -179,3 +179,61 @@ def test_response_that_never_committed_refuses_a_late_commit(live: Any) -> None:
     with pytest.raises(StreamClosed, match="request is over"):
         response.stream.write(b"late")
     assert response.stream.closed
+
+
+class NeverRuns(Executor):
+    """Takes jobs and never runs them; lets a job go once its Future is cancelled."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[Future[Any], Callable[..., Any]] = {}
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.jobs[future] = fn
+        future.add_done_callback(self.jobs.pop)
+        return future
+
+
+def test_request_refused_with_503_is_freed_without_the_cyclic_gc(
+    live: Any, no_gc: None
+) -> None:
+    """SPEC 2.4: a job no worker took within queue_timeout never runs, and its
+    request is freed (W, which cuts the links otherwise, never saw it)."""
+    executor = NeverRuns()
+    mw = live(lambda environ, start_response: [b"never"], executor=executor, queue_timeout=0.05)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True}
+    statuses = []
+    body = mw(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["503 Service Unavailable"]
+    assert b"".join(body).startswith(b"Service Unavailable")
+    assert executor.jobs == {}  # cancelled: the executor let the job go
+    ref = weakref.ref(environ["live_wsgi.response"])
+    del environ, body
+    assert ref() is None, "the refused request is still referenced (a reference cycle)"
+
+
+def test_stream_kept_after_a_504_closes_quietly(live: Any) -> None:
+    """SPEC 2.4: after commit_timeout the app's write raises CommitTimeout; the
+    stream it kept can still be closed (a no-op) once the request is gone."""
+    kept: dict[str, Any] = {}
+    answered = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        kept["stream"] = current_response().stream
+        answered.wait(10)
+        kept["stream"].write(b"too late")  # raises CommitTimeout
+        return []
+
+    mw = live(app, executor=ThreadPerJob(), commit_timeout=0.05)
+    statuses = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True}
+    body = mw(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["504 Gateway Timeout"]
+    answered.set()
+    b"".join(body)
+    mw.executor.join()
+    del environ, body
+    gc.collect()
+    kept["stream"].close()  # no error: the request is over
+    with pytest.raises(StreamClosed):
+        kept["stream"].write(b"later still")

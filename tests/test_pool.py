@@ -89,8 +89,10 @@ def test_jobs_beyond_max_workers_wait_for_a_free_thread() -> None:
 def test_shutdown_cancels_queued_jobs_joins_threads_and_refuses_new_ones() -> None:
     pool = LivePool(1)
     release = threading.Event()
-    running = pool.submit(release.wait, WAIT)
+    started = threading.Event()
+    running = pool.submit(lambda: (started.set(), release.wait(WAIT))[1])
     queued = pool.submit(lambda: "never")
+    assert started.wait(WAIT)  # the first job was taken; the second waits
     threading.Timer(0.05, release.set).start()  # lets the running job end
     pool.shutdown(wait=True, cancel_futures=True)
     assert running.result(0) is True
@@ -145,3 +147,43 @@ def test_middleware_runs_on_its_own_live_pool_of_max_workers(live: Any) -> None:
     mw: LiveMiddleware = live(lambda environ, start_response: [b"ok"], max_workers=3)
     assert isinstance(mw.executor, LivePool)
     assert mw.executor.max_workers == 3
+
+
+def race_shutdown_with_submits(cancel: bool) -> None:
+    """Four threads submit while the pool shuts down; check every Future."""
+    pool = LivePool(64)  # most submits start a thread: the widest window
+    accepted: list[Any] = []
+    refused = []
+    go = threading.Barrier(5, timeout=WAIT)
+
+    def submitter() -> None:
+        go.wait()
+        for _ in range(20):
+            try:
+                accepted.append(pool.submit(time.sleep, 0.001))  # keeps threads busy
+            except RuntimeError:
+                refused.append(1)
+
+    submitters = [threading.Thread(target=submitter) for _ in range(4)]
+    for thread in submitters:
+        thread.start()
+    go.wait()
+    until(lambda: len(accepted) + len(refused) >= 8, "the submits to be under way")
+    pool.shutdown(wait=True, cancel_futures=cancel)
+    for thread in submitters:
+        thread.join(WAIT)
+    assert len(accepted) + len(refused) == 80
+    for future in accepted:
+        assert future.done(), "an accepted job was lost by shutdown"
+        if not cancel:
+            assert not future.cancelled()
+    assert not any(thread.is_alive() for thread in pool._threads)
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["drain", "cancel"])
+def test_shutdown_racing_submits_loses_no_accepted_job(cancel: bool) -> None:
+    """Every submit that returned a Future sees it run (or, with
+    cancel_futures, cancelled), and shutdown never trips over a thread that
+    is still starting; submits after it are refused. Bounded: 60 rounds."""
+    for _ in range(60):
+        race_shutdown_with_submits(cancel)
