@@ -64,7 +64,7 @@ class Stream:
     def _response(self) -> LiveResponse:
         response = self._response_ref()
         if response is None:
-            # Only a stream kept beyond its request gets here; W closed it.
+            # Only a stream kept beyond its request gets here: it is over.
             raise StreamClosed("the live request is over: its stream is closed")
         return response
 
