@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import signals
 from .channel import COALESCE_LIMIT, Channel
-from .errors import ClientDisconnected, CommitTimeout, StreamClosed
-from .response import LiveResponse, _current
+from .errors import ClientDisconnected, CommitTimeout, HeadersAlreadySent, StreamClosed
+from .response import LiveResponse, _current, normalize_status
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
@@ -297,10 +297,20 @@ class Job:
             )
         elif response.committed:
             # A framework (Flask, Bottle) calls start_response after the view
-            # returned, but the view already wrote: status and headers went out
-            # at that first write. Only a body may follow now.
+            # returned, but the view already wrote: status and headers went
+            # out at that first write. The same status may follow (only a body
+            # comes after it); another one is the framework sending an error
+            # page for a failure after the commit, which must not be appended
+            # to the streamed body as if all were well (SPEC 2.2, 5.2).
             self._started_response = True
-            log.debug("live_wsgi: start_response(%r) after the commit ignored", status)
+            if normalize_status(status) != response.status:
+                raise HeadersAlreadySent(
+                    f"start_response({status!r}) after the response was committed "
+                    f"as {response.status!r}: the status went out with the first "
+                    "write (an error after streaming began?); the body is cut"
+                )
+            log.debug("live_wsgi: start_response(%r) after the commit: only the "
+                      "body follows, headers %r are not sent", status, headers)
             return response.stream.write
         if not isinstance(headers, list):
             raise TypeError(

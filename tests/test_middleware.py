@@ -734,6 +734,43 @@ def test_error_after_commit_logs_reports_and_cuts(live: Any, caplog: Any) -> Non
     assert any("callback" in r.getMessage() for r in errors)
 
 
+def test_other_status_after_commit_cuts_the_body(live: Any, caplog: Any) -> None:
+    """SPEC 2.2, 5.2: start_response with another status after the commit (a
+    framework's error page) raises HeadersAlreadySent: logged, reported, body cut,
+    never the error page appended to the streamed bytes with a clean end."""
+    reported: list[BaseException] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.write(b"id,name\n")
+        start_response("500 Internal Server Error", [("Content-Type", "text/html")])
+        return [b"<h1>Internal Server Error</h1>"]
+
+    mw = live(app, on_error=lambda environ, exc: reported.append(exc))
+    caplog.set_level(logging.INFO, logger="live_wsgi")
+    response = open_stream(mw, "/export.csv")
+    body = chunks(response)
+    assert next(body) == b"id,name\n"
+    with pytest.raises(ResponseAborted):
+        next(body)
+    response.close()
+    assert mw.wait_idle(10)
+    assert [type(exc) for exc in reported] == [HeadersAlreadySent]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("500 Internal Server Error" in str(r.exc_info) for r in errors)
+
+
+def test_same_status_after_commit_only_appends_the_body(live: Any) -> None:
+    """SPEC 2.2: start_response repeating the committed status after the commit
+    (a framework ending a view that wrote) is accepted; the body follows."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        current_response().stream.write(b"head ")
+        start_response("200 OK", [("Content-Type", "text/html; charset=UTF-8")])
+        return [b"tail"]
+
+    assert webtest_app(live(app)).get("/").body == b"head tail"
+
+
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
 def test_base_exceptions_before_commit_hang_nothing(live: Any, exc_type: type) -> None:
     """SPEC 5.4: KeyboardInterrupt/SystemExit release S; W is cleaned up."""
