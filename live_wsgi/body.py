@@ -20,66 +20,20 @@ left is noticed within about ``probe_interval`` even when nothing is sent.
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import signals
 from .channel import EOF
 from .errors import ClientDisconnected, ResponseAborted
+from .probe import client_socket, disconnect_probe
 
 if TYPE_CHECKING:
     from .job import Job
 
 #: What a heartbeat sends: an SSE comment line, ignored by every client.
 HEARTBEAT = b": heartbeat\n"
-
-#: environ keys under which servers expose the client socket.
-SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
-
-
-def client_socket(environ: dict[str, object]) -> socket.socket | None:
-    """The client's socket if the server exposes it for this HTTP/1 request."""
-    if not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):
-        return None  # HTTP/2: the socket carries other requests too
-    for key in SOCKET_KEYS:
-        sock = environ.get(key)
-        if sock is not None and hasattr(sock, "shutdown"):
-            return sock  # type: ignore[return-value]
-    return None
-
-
-def disconnect_probe(environ: dict[str, Any]) -> Callable[[], bool] | None:
-    """A check that tells, without writing, whether the client has left."""
-    check = environ.get("waitress.client_disconnected")
-    if callable(check):
-        return check  # type: ignore[no-any-return]
-    sock = client_socket(environ)
-    if sock is None:
-        return None
-    # gevent wraps the real socket; peek on that one so the call never yields.
-    raw = getattr(sock, "_sock", sock)
-
-    def probe() -> bool:
-        try:
-            if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(raw.fileno(), select.POLLIN | select.POLLPRI)
-                if not poller.poll(0):
-                    return False
-            elif not select.select([raw], [], [], 0)[0]:
-                return False
-            # Readable: either the next pipelined request, or the end.
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except (OSError, ValueError):
-            return True  # reset, or closed under us
-
-    return probe
-
 
 class LiveBody:
     """The iterable returned to the server for a live response with a body.
@@ -120,6 +74,8 @@ class LiveBody:
         return self
 
     def __next__(self) -> bytes:
+        if self._finished:
+            raise StopIteration  # and again for every later call, never a block
         take = self._take
         while True:
             item = take(self._tick)
@@ -162,7 +118,7 @@ class LiveBody:
         job = self._job
         if not signals.client_disconnected.receivers:
             return
-        signals.emit(signals.client_disconnected, job.middleware, **job.facts(),
+        signals.emit(signals.client_disconnected, job.sender, **job.facts(),
                      bytes_sent=self.bytes_sent,
                      duration=time.monotonic() - job.started_at)
 
@@ -187,7 +143,7 @@ class LiveBody:
             if job.channel.abort(ClientDisconnected, "the client disconnected"):
                 self._emit_disconnected()
         if signals.stream_closed.receivers:
-            signals.emit(signals.stream_closed, job.middleware, **job.facts(),
+            signals.emit(signals.stream_closed, job.sender, **job.facts(),
                          bytes_sent=self.bytes_sent, outcome=self._outcome,
                          duration=time.monotonic() - job.started_at)
 
@@ -200,10 +156,11 @@ class NoBody:
     ``ClientDisconnected``, so an endless producer stops.
     """
 
-    __slots__ = ("_job",)
+    __slots__ = ("_closed", "_job")
 
     def __init__(self, job: Job) -> None:
         self._job = job
+        self._closed = False
 
     def __iter__(self) -> NoBody:
         return self
@@ -212,12 +169,15 @@ class NoBody:
         raise StopIteration
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         job = self._job
         job.channel.abort(
             ClientDisconnected,
             "the response has no body (HEAD, 1xx, 204 or 304) and was sent",
         )
         if signals.stream_closed.receivers:
-            signals.emit(signals.stream_closed, job.middleware, **job.facts(),
+            signals.emit(signals.stream_closed, job.sender, **job.facts(),
                          bytes_sent=0, outcome="complete",
                          duration=time.monotonic() - job.started_at)

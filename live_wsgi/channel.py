@@ -13,12 +13,17 @@ an empty chunk can never be mistaken for the end. ``abort`` is different:
 it empties the queue at once and wakes everybody, because nobody will read
 what is queued.
 
+Backpressure counts writes (SPEC 3.2): each ``put`` queues one item, and a
+producer runs at most ``maxsize`` writes ahead of the client, whatever
+their size, so a stream holds at most ``maxsize`` times its largest write.
+A writer blocks only while the queue is full and is woken as soon as the
+reader takes; ``write_timeout`` measures a client that makes *no progress*:
+the deadline restarts whenever the reader takes.
+
 Speed: the limit is a server writing a plain generator, one socket write per
-chunk. While the reader is busy on the socket, small writes are merged into
-the chunk at the tail of the queue (up to ``COALESCE_LIMIT`` bytes), and
-``take`` hands over everything queued at once. The client receives the same
-bytes, in fewer, larger writes; the queue bound still counts chunks, so
-memory stays within ``maxsize * max(chunk size, COALESCE_LIMIT)``.
+chunk. ``take`` hands over everything queued (up to ``COALESCE_LIMIT``
+bytes) joined into one chunk, so a producer of small writes costs the
+server one socket write per wake-up, not one per write.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ import time
 from collections import deque
 from typing import Final
 
-from .errors import LiveError, WriteTimeout
+from .errors import ContentLengthError, LiveError, StreamClosed, WriteTimeout
 
-#: Small writes are merged into one queued chunk up to this size. 64 KiB is
-#: the size at which one more ``send()`` costs little next to the copy, and
-#: what gunicorn and waitress hand to the kernel comfortably in one call.
+#: ``take`` joins queued writes into one chunk up to this size. 64 KiB is the
+#: size at which one more ``send()`` costs little next to the copy, and what
+#: gunicorn and waitress hand to the kernel comfortably in one call.
 COALESCE_LIMIT: Final = 64 * 1024
 
 
@@ -55,9 +60,10 @@ Item = bytes | _Marker | None
 
 
 class Channel:
-    """A bounded queue of byte chunks with close, fail and abort.
+    """A bounded queue of body writes with end, abort and interrupt.
 
-    :param maxsize: how many chunks may wait; ``None`` for no bound.
+    :param maxsize: how many writes may wait for the reader; ``None`` for no
+        bound.
     """
 
     def __init__(self, maxsize: int | None) -> None:
@@ -70,14 +76,13 @@ class Channel:
         self._reader_signal = threading.Lock()
         self._reader_signal.acquire()
         # Waited on by writers while the queue is full; notified by take()
-        # and by end(), discard() and abort(). Made on first use.
+        # (room was made) and by end(), discard() and abort(). Made on first use.
         self._writable: threading.Condition | None = None
-        self._chunks: deque[bytes | bytearray | _Marker] = deque()
+        self._items: deque[bytes | _Marker] = deque()
         self._maxsize = maxsize or 0
-        # Hysteresis: a writer blocked on a full queue is woken only once the
-        # queue has drained to half. Waking it for every chunk taken costs a
-        # thread switch per chunk, which dominates with large chunks.
-        self._low_water = self._maxsize // 2
+        # How many times the reader took: a blocked writer's deadline
+        # restarts when this moves (the client made progress).
+        self._takes = 0
         self._reader_waiting = False
         self._writers_waiting = 0
         self._ended = False
@@ -87,10 +92,15 @@ class Channel:
         self._interrupted: threading.Event | None = None
         #: Set by interrupt(): the middleware is shutting down.
         self.shutting_down = False
+        #: The exact body length the response declared, or None.
+        self.limit: int | None = None
+        #: Bytes accepted by ``put`` (discarded ones too): exact with any
+        #: number of writer threads, counted under the lock.
+        self.accepted = 0
 
     @property
     def interrupted(self) -> threading.Event:
-        """Set by abort() and interrupt(): what ``Stream.wait`` sleeps on."""
+        """Set by abort(), interrupt() and shut(): what ``Stream.wait`` sleeps on."""
         with self._lock:
             if self._interrupted is None:
                 self._interrupted = threading.Event()
@@ -107,73 +117,81 @@ class Channel:
     # -- producer side -----------------------------------------------------
 
     def put(self, data: bytes, timeout: float | None) -> None:
-        """Queue ``data`` (non-empty ``bytes``), blocking while the queue is full.
+        """Queue ``data`` as one write, blocking while ``maxsize`` writes wait.
 
-        Raises the abort error after an abort, ``StreamClosed``-style errors
-        are the caller's business: after ``end`` this raises ``_Ended``.
-        On timeout the channel is aborted with ``on_timeout`` and that error
-        is raised.
+        An empty ``data`` queues nothing but is checked like any write.
+
+        :raises StreamClosed: after ``end``.
+        :raises ContentLengthError: ``data`` would pass ``limit``; the
+            channel is aborted.
+        :raises LiveError: after an abort, the abort's error (a
+            ``WriteTimeout`` when ``timeout`` ran out with no progress).
         """
+        size = len(data)
         with self._lock:
             if self._abort_error is not None:
                 raise self._make_abort_error()
             if self._ended:
-                raise _Ended
-            if self._discard:
+                raise StreamClosed("write() after the stream was closed")
+            accepted = self.accepted + size
+            if self.limit is not None and accepted > self.limit:
+                self._abort_locked(StreamClosed, "write() after the stream was aborted")
+                raise ContentLengthError(
+                    f"the body is longer than its declared Content-Length {self.limit}: "
+                    f"{self.accepted} bytes were written and {size} more offered"
+                )
+            # Counted before a wait, so concurrent writers see each other's
+            # bytes against the limit; given back if the write fails.
+            self.accepted = accepted
+            if not size or self._discard:
                 return
-            chunks = self._chunks
-            if chunks:
-                tail = chunks[-1]
-                if len(tail) + len(data) <= COALESCE_LIMIT:  # type: ignore[arg-type]
-                    # The reader has not taken the tail yet: grow it in place
-                    # instead of queueing another chunk. Never mutate the
-                    # caller's bytes: copy into a bytearray on first merge.
-                    if type(tail) is bytearray:
-                        tail += data
-                    else:
-                        merged = bytearray(tail)  # type: ignore[arg-type]
-                        merged += data
-                        chunks[-1] = merged
-                    return
-                if self._maxsize and len(chunks) >= self._maxsize:
+            items = self._items
+            if self._maxsize and len(items) >= self._maxsize:
+                try:
                     self._wait_writable(timeout)
-                    if self._discard:
-                        return
-            chunks.append(data)
+                except BaseException:
+                    self.accepted -= size
+                    raise
+                if self._discard:
+                    return
+            items.append(data)
             if self._reader_waiting:
                 self._wake_reader()
 
     def _wait_writable(self, timeout: float | None) -> None:
-        # Called with the lock held and the queue full.
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # Called with the lock held and the queue full; returns with room,
+        # or raises.
         writable = self._writable
         if writable is None:
             writable = self._writable = threading.Condition(self._lock)
         self._writers_waiting += 1
         try:
-            while len(self._chunks) > self._low_water:
+            takes = self._takes
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if self._abort_error is not None:
+                    raise self._make_abort_error()
+                if self._ended:
+                    raise StreamClosed("write() after the stream was closed")
+                if self._discard or len(self._items) < self._maxsize:
+                    return
                 if deadline is None:
                     writable.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self._abort_locked(
-                            WriteTimeout,
-                            f"the client read nothing for {timeout:g} s "
-                            "(write_timeout); the stream is aborted",
-                        )
-                        break
-                    writable.wait(remaining)
-                if self._abort_error is not None:
-                    break
-                if self._ended:
-                    raise _Ended
-                if self._discard:
-                    break
+                    continue
+                if self._takes != takes:  # the client read: a new deadline
+                    takes = self._takes
+                    deadline = time.monotonic() + timeout  # type: ignore[operator]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._abort_locked(
+                        WriteTimeout,
+                        f"the client read nothing for {timeout:g} s "
+                        "(write_timeout); the stream is aborted",
+                    )
+                    continue
+                writable.wait(remaining)
         finally:
             self._writers_waiting -= 1
-        if self._abort_error is not None:
-            raise self._make_abort_error()
 
     def end(self, marker: _Marker = EOF) -> bool:
         """Queue the end of the body (``EOF`` or ``CUT``). Never blocks.
@@ -181,22 +199,25 @@ class Channel:
         Returns False when the body had ended or been aborted already.
         """
         with self._lock:
-            if self._ended or self._abort_error is not None:
-                return False
-            self._ended = True
-            self._chunks.append(marker)
-            self._wake_reader()
-            # Writers blocked on a full queue must not wait for room that
-            # the end of the body will never make.
-            if self._writers_waiting:
-                self._notify_writers()
-            return True
+            return self._end_locked(marker)
+
+    def _end_locked(self, marker: _Marker) -> bool:
+        if self._ended or self._abort_error is not None:
+            return False
+        self._ended = True
+        self._items.append(marker)
+        self._wake_reader()
+        # Writers blocked on a full queue must not wait for room that the
+        # end of the body will never make.
+        if self._writers_waiting:
+            self._notify_writers()
+        return True
 
     def discard(self) -> None:
         """From now on drop every write: the response has no body."""
         with self._lock:
             self._discard = True
-            self._chunks.clear()
+            self._items.clear()
             if self._writers_waiting:
                 self._notify_writers()
 
@@ -219,7 +240,7 @@ class Channel:
         if self._abort_error is not None:
             return False
         self._abort_error = (error, message)
-        self._chunks.clear()
+        self._items.clear()
         self._wake_reader()
         if self._writers_waiting:
             self._notify_writers()
@@ -230,13 +251,27 @@ class Channel:
     def interrupt(self) -> None:
         """Wake every ``Stream.wait`` without aborting (graceful shutdown)."""
         with self._lock:
-            self.shutting_down = True
-            if self._interrupted is not None:
-                self._interrupted.set()
+            self._interrupt_locked()
+
+    def _interrupt_locked(self) -> None:
+        self.shutting_down = True
+        if self._interrupted is not None:
+            self._interrupted.set()
+
+    def shut(self, marker: _Marker) -> bool:
+        """End the body for a shutdown: ``end(marker)`` that also wakes ``Stream.wait``."""
+        with self._lock:
+            self._interrupt_locked()
+            return self._end_locked(marker)
 
     @property
     def aborted(self) -> bool:
         return self._abort_error is not None
+
+    @property
+    def ended(self) -> bool:
+        """True once the end of the body was queued, or the channel aborted."""
+        return self._ended or self._abort_error is not None
 
     def _make_abort_error(self) -> LiveError:
         assert self._abort_error is not None
@@ -248,38 +283,37 @@ class Channel:
     def take(self, timeout: float | None) -> Item:
         """The next body bytes, ``EOF``, ``CUT``, or None when ``timeout`` ran out.
 
-        Hands over everything queued up to ``COALESCE_LIMIT`` bytes in one
-        ``bytes`` object. After an abort returns ``CUT``.
+        Joins everything queued up to ``COALESCE_LIMIT`` bytes into one
+        ``bytes`` object (a larger write comes alone). After an abort
+        returns ``CUT``.
         """
         with self._lock:
-            chunks = self._chunks
-            if not chunks:
+            items = self._items
+            if not items:
                 if self._abort_error is not None:
                     return CUT
                 if timeout is not None and timeout <= 0:
                     return None
                 self._wait_readable(timeout)
-                if not chunks:
+                if not items:
                     return CUT if self._abort_error is not None else None
-            first = chunks.popleft()
-            if type(first) is bytes:
-                data: bytes = first
-            elif isinstance(first, _Marker):
-                return first
-            else:
-                data = bytes(first)
-            if chunks and len(data) < COALESCE_LIMIT:
+            first = items.popleft()
+            if type(first) is not bytes:
+                return first  # EOF or CUT
+            data: bytes = first
+            if items and len(data) < COALESCE_LIMIT:
                 parts = [data]
                 size = len(data)
-                while chunks:
-                    nxt = chunks[0]
-                    if isinstance(nxt, _Marker) or size + len(nxt) > COALESCE_LIMIT:
+                while items:
+                    nxt = items[0]
+                    if type(nxt) is not bytes or size + len(nxt) > COALESCE_LIMIT:
                         break
-                    parts.append(chunks.popleft())  # type: ignore[arg-type]
+                    parts.append(items.popleft())  # type: ignore[arg-type]
                     size += len(nxt)
                 if len(parts) > 1:
                     data = b"".join(parts)
-            if self._writers_waiting and len(chunks) <= self._low_water:
+            self._takes += 1
+            if self._writers_waiting:
                 self._notify_writers()
             return data
 
@@ -300,7 +334,3 @@ class Channel:
                 # A waker released the signal just after the timeout (or an
                 # exception): take it back, so it is held for the next wait.
                 signal.acquire()
-
-
-class _Ended(Exception):
-    """Internal: put() after end(); the stream turns it into StreamClosed."""

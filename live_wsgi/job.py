@@ -1,20 +1,24 @@
 """One live request: the app's run on the worker, and the commit latch.
 
-design: the server thread (S) submits ``Job.run`` to the pool and blocks in
-``Job.wait_commit`` on the commit latch, a raw lock W releases exactly once,
-when the job leaves RUNNING for COMMITTED or FAILED. Nothing else wakes S:
-each wake-up is a thread switch, and on a busy server every switch also
-costs a GIL hand-off. When the app returns its whole (small) body as a list,
-W wakes S after the body has ended rather than at its first byte, so S runs
-once, finds everything queued, and sends it in one go.
+design: the server thread (S) submits the job's ``ticket`` to the pool and
+blocks in ``Job.wait_commit`` on the commit latch, a raw lock released
+exactly once: when the job leaves RUNNING for COMMITTED or FAILED, or when
+it is cancelled before it ran. Nothing else wakes S: each wake-up is a
+thread switch, and on a busy server every switch also costs a GIL hand-off.
+When the app returns its whole (small) body as a list, W wakes S after the
+body has ended rather than at its first byte, so S runs once, finds
+everything queued, and sends it in one go.
 
     QUEUED ──W starts──► RUNNING ──commit──► COMMITTED
        │                    ├──error before commit──► FAILED
-       └─S: queue_timeout─► CANCELLED (503; the job never runs)
-                            └─S: commit_timeout──► TIMED_OUT (504)
+       │                    └──S: commit_timeout──► TIMED_OUT (504)
+       └──S: queue_timeout, S interrupted, shutdown──► CANCELLED (503; never runs)
 
-W always leaves RUNNING, whatever the app does (``finally``), so S never
-waits on a job that has ended.
+Every exit is a ``finally`` (SPEC 5.4): whatever the app, a hook, a callback
+or a signal receiver raises, ``Exception`` or ``BaseException``, W ends the
+body (EOF or CUT), runs teardown once, releases S and leaves the books. An
+exception that reaches S while it waits makes S ``abandon`` the job, so W's
+next write raises and its ``stream.wait`` wakes.
 """
 
 from __future__ import annotations
@@ -26,15 +30,21 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import signals
-from .channel import COALESCE_LIMIT, Channel
-from .errors import ClientDisconnected, CommitTimeout, HeadersAlreadySent, StreamClosed
+from .channel import COALESCE_LIMIT, CUT, EOF, Channel
+from .errors import (
+    ClientDisconnected,
+    CommitTimeout,
+    HeadersAlreadySent,
+    StreamClosed,
+)
+from .probe import disconnect_probe
 from .response import LiveResponse, _current, normalize_status
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
 
     from .context import Snapshot
-    from .middleware import LiveMiddleware, _Options
+    from .options import ErrorReporter, Options
 
 log = logging.getLogger("live_wsgi")
 
@@ -46,37 +56,67 @@ CANCELLED = "cancelled"
 TIMED_OUT = "timed out"
 
 
+class Ticket:
+    """What the pool queues for a job: emptied when the job is cancelled, so
+    a refused request is freed at once, not when a pool thread gets to it."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job) -> None:
+        self.job: Job | None = job
+
+    def __call__(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            job.run()
+
+
 class Job:
-    """One request's run on a pool thread."""
+    """One request's run on a pool thread.
+
+    :param sender: the signals' sender (the middleware).
+    :param on_done: called once when the job leaves for good (ran, or was
+        cancelled): the middleware's books.
+    :param reporter: ``on_error(environ, exc)`` for errors after the commit.
+    """
 
     def __init__(
         self,
-        middleware: LiveMiddleware,
         app: WSGIApplication,
         environ: WSGIEnvironment,
-        options: _Options,
+        options: Options,
         snapshot: Snapshot,
+        *,
+        sender: Any,
+        default_content_type: str,
+        on_done: Callable[[Job], object],
+        reporter: ErrorReporter | None = None,
     ) -> None:
-        self.middleware = middleware
+        self.sender = sender
         self.app = app
         self.environ = environ
         self.options = options
         self.snapshot = snapshot
         self.channel = Channel(options.queue_size)
+        # The stream's on_error callbacks: this job runs them (only W does).
+        self.error_callbacks: list[Callable[[BaseException], object]] = []
         self.response = LiveResponse(
             environ,
             self.channel,
             self._on_commit,
             write_timeout=options.write_timeout,
-            default_content_type=middleware.default_content_type,
+            default_content_type=default_content_type,
+            error_callbacks=self.error_callbacks,
         )
-        self.response.middleware = middleware
+        self.response.middleware = sender
         self.response.heartbeat = options.heartbeat
         environ["live_wsgi.response"] = self.response
+        self._on_done = on_done
+        self._reporter = reporter
+        self.ticket = Ticket(self)
         self._lock = threading.Lock()
-        # The commit latch: held until W leaves RUNNING (commit or failure),
-        # then released once. S waits on it; W never wakes S for anything
-        # else, so a request costs two thread hand-offs, not more.
+        # The commit latch: held until W leaves RUNNING (commit or failure)
+        # or the job is cancelled, then released once. S waits on it.
         self._latch = threading.Lock()
         self._latch.acquire()
         self._latch_open = False
@@ -91,7 +131,6 @@ class Job:
         self.error: BaseException | None = None
         self._started_response = False
         self.started_at = time.monotonic()
-        self.thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<Job {self.environ.get('PATH_INFO', '')!r} {self.state}>"
@@ -107,22 +146,49 @@ class Job:
             "status": response.status if response.committed else None,
         }
 
+    def _open_latch(self) -> None:
+        # With the lock held.
+        if not self._latch_open:
+            self._latch_open = True
+            self._latch.release()
+
     # -- S side ----------------------------------------------------------------
 
-    def wait_commit(self, queue_timeout: float, commit_timeout: float | None) -> str:
-        """Block S until the job commits, fails, or a timeout gives up on it."""
+    def wait_commit(
+        self,
+        queue_timeout: float,
+        commit_timeout: float | None,
+        probe_interval: float | None = None,
+    ) -> str:
+        """Block S until the job commits, fails, or a timeout gives up on it.
+
+        While it waits, S probes the client every ``probe_interval``: a
+        client that leaves before the first byte is noticed too (SPEC 4.2),
+        a queued job is cancelled, a running one aborted, so a producer
+        parked in ``stream.wait`` wakes and stops.
+        """
         latch = self._latch
-        queue_deadline = time.monotonic() + queue_timeout
         # The common case first, with nothing between the submit and the
         # wait: the job starts and commits well within the first timeout.
-        first = queue_timeout if commit_timeout is None else min(queue_timeout, commit_timeout)
+        first = queue_timeout
+        if commit_timeout is not None and commit_timeout < first:
+            first = commit_timeout
+        if probe_interval is not None and probe_interval < first:
+            first = probe_interval
         if latch.acquire(True, first):
             return self.state
+        queue_deadline = self.started_at + queue_timeout
+        probe: Callable[[], bool] | None = None
+        if probe_interval is not None:
+            probe = disconnect_probe(self.environ)
         while True:
+            if probe is not None and probe():
+                probe = None
+                self._client_left()
             with self._lock:
                 state = self.state
                 if state == QUEUED:
-                    deadline = queue_deadline
+                    deadline: float | None = queue_deadline
                 elif state == RUNNING:
                     if commit_timeout is None:
                         deadline = None
@@ -133,7 +199,7 @@ class Job:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     if state == QUEUED:
-                        self.state = CANCELLED
+                        self._cancel_locked()
                         return CANCELLED
                     self.state = TIMED_OUT
                     self.channel.abort(
@@ -142,91 +208,125 @@ class Job:
                         "(commit_timeout); the client was answered 504",
                     )
                     return TIMED_OUT
-            if remaining is None:
-                latch.acquire()
-            else:
-                if state == QUEUED and commit_timeout is not None:
-                    # W does not wake S when it starts: look again at least
-                    # every commit_timeout, so a job that started and hangs
-                    # is answered 504 on time.
-                    remaining = min(remaining, commit_timeout)
-                if not latch.acquire(True, remaining):
-                    continue
-            # Released: W left RUNNING for good (COMMITTED or FAILED).
-            return self.state
+            wait = remaining
+            if state == QUEUED and commit_timeout is not None:
+                # W does not wake S when it starts: look again at least
+                # every commit_timeout, so a job that started and hangs
+                # is answered 504 on time.
+                wait = commit_timeout if wait is None else min(wait, commit_timeout)
+            if probe is not None:
+                assert probe_interval is not None
+                wait = probe_interval if wait is None else min(wait, probe_interval)
+            if latch.acquire(True, -1 if wait is None else wait):
+                # Released: W left RUNNING for good, or the job was cancelled.
+                return self.state
+
+    def _client_left(self) -> None:
+        """S's probe found the client gone before the commit."""
+        with self._lock:
+            if self.state == QUEUED:
+                self._cancel_locked()
+                return
+        if self.channel.abort(
+            ClientDisconnected, "the client disconnected before the response started"
+        ) and signals.client_disconnected.receivers:
+            signals.emit(signals.client_disconnected, self.sender, **self.facts(),
+                         bytes_sent=0, duration=time.monotonic() - self.started_at)
+
+    def cancel(self) -> bool:
+        """Never run this job if it has not started (S answers 503). True if so."""
+        with self._lock:
+            if self.state != QUEUED:
+                return False
+            self._cancel_locked()
+            return True
+
+    def _cancel_locked(self) -> None:
+        self.state = CANCELLED
+        # The pool may hold the ticket until a thread is free: empty it now,
+        # so the refused request (environ, captured context) is freed at once.
+        self.ticket.job = None
+        self._open_latch()
+        self.response.detach()
+        self._on_done(self)
+
+    def abandon(self) -> None:
+        """S stops waiting for good (an exception reached it): cancel the job,
+        or abort its stream so W's next write raises and ``stream.wait`` wakes."""
+        if not self.cancel():
+            self.channel.abort(
+                ClientDisconnected, "the server stopped waiting for this response"
+            )
+
+    def interrupt(self) -> None:
+        """Shutdown begins: cancel a job that has not started, wake ``stream.wait``."""
+        if not self.cancel():
+            self.channel.interrupt()
+
+    def end_for_shutdown(self) -> None:
+        """Shutdown's grace is over: end the body, cleanly unless it is a download.
+
+        A download (a declared length, an attachment) ended early is cut,
+        never made to look complete (SPEC 8.3, 5.2).
+        """
+        self.channel.shut(CUT if self.response.is_download else EOF)
 
     # -- W side ----------------------------------------------------------------
 
     def run(self) -> None:
-        """The pool's entry point."""
+        """The pool's entry point (through the ticket)."""
         with self._lock:
-            if self.state != QUEUED:  # S gave up waiting: never run
+            if self.state != QUEUED:  # cancelled: never run
                 return
             self.state = RUNNING
             self.running_since = time.monotonic()
-        self.thread = threading.current_thread()
         try:
             self.snapshot.run(self._run_in_context)
         finally:
-            self._release_if_running(
-                RuntimeError("live_wsgi: the job ended without committing")
-            )
-            self._unlink()
-            self.middleware._job_done(self)
-            self._wake_server()
-
-    def _unlink(self) -> None:
-        """Cut the request's reference cycles: W is done with them.
-
-        While the app runs, the response, its stream, the environ and this
-        job point at each other. Nothing needs those links once W is done,
-        so they go: reference counting then frees the whole request the
-        moment the server lets go of it, instead of leaving it to the cyclic
-        garbage collector, which costs a busy server more the longer it
-        waits (``benchmarks/README.rst``).
-        """
-        response = self.response
-        # A commit can no longer succeed (W left RUNNING); a thread the app
-        # left behind gets a clear error instead of a reference to this job.
-        response._on_commit = _request_over
-        # Only W runs them, and W is done; they may refer to the response.
-        response.stream._error_callbacks.clear()
-        # environ["live_wsgi.response"] stays for the outer stack; the
-        # response keeps the same environ, minus that link back.
-        environ = dict(self.environ)
-        environ.pop("live_wsgi.response", None)
-        response.environ = environ
+            # W's last duties, whatever happened above: S released, the body
+            # ended, the links cut, the books left.
+            try:
+                self._release_if_running(
+                    RuntimeError("live_wsgi: the job ended without committing")
+                )
+                self.channel.end(CUT)  # a no-op unless the body was left open
+                self._wake_server()
+            finally:
+                self.error_callbacks.clear()  # only W runs them, and W is done
+                self.response.detach()
+                self._on_done(self)
 
     def _wake_server(self) -> None:
         """Let S go on with the committed response (once; idempotent)."""
         with self._lock:
-            if self.state == COMMITTED and not self._latch_open:
-                self._latch_open = True
-                self._latch.release()
+            if self.state == COMMITTED:
+                self._open_latch()
 
     def _run_in_context(self) -> None:
         _current.set(self.response)
-        if signals.stream_started.receivers:
-            signals.emit(signals.stream_started, self.middleware, **self.facts())
-        options = self.options
         error: BaseException | None = None
         try:
-            if options.setup is not None:
-                options.setup(self.environ)
-            error = self._produce()
-            if error is None:
-                self.response.stream.close()
-        except BaseException as exc:
-            error = exc
-        if error is not None:
-            self._handle_error(error)
-        if options.teardown is not None:
-            self._wake_server()  # the body has ended: do not make S wait for teardown
             try:
-                options.teardown(self.environ, error)
-            except Exception:
-                log.exception("live_wsgi: the teardown hook failed")
-        error = None  # no traceback cycles through this frame
+                if signals.stream_started.receivers:
+                    signals.emit(signals.stream_started, self.sender, **self.facts())
+                if self.options.setup is not None:
+                    self.options.setup(self.environ)
+                error = self._produce()
+                if error is None:
+                    self.response.stream.close()
+            except BaseException as exc:
+                error = exc
+            if error is not None:
+                self._handle_error(error)
+        finally:
+            # The body has ended (a no-op unless _handle_error itself broke):
+            # do not make S wait for teardown.
+            self.channel.end(CUT)
+            self._wake_server()
+            teardown = self.options.teardown
+            if teardown is not None:
+                _call_logged("the teardown hook", teardown, self.environ, error)
+            error = None  # no traceback cycles through this frame
 
     def _produce(self) -> BaseException | None:
         """Run the app and stream what it returns; close its iterable once."""
@@ -269,10 +369,9 @@ class Job:
             # have it: keep it (the same bytes as without live_wsgi).
             response.content_length = size
         if len(body) <= 16 and size <= COALESCE_LIMIT:
-            # One queued chunk holds it whole, so no write can block: wake S
-            # once the body has ended, not at its first byte (one wake-up of
-            # S instead of two).
-            self._defer_wake = True
+            # The queue takes it whole without blocking: wake S once the body
+            # has ended, not at its first byte (one wake-up of S, not two).
+            self._defer_wake = len(body) <= (self.options.queue_size or len(body))
 
     def _start_response(
         self,
@@ -333,10 +432,9 @@ class Job:
                 self.channel.discard()
             self.state = COMMITTED
             if not self._defer_wake:
-                self._latch_open = True
-                self._latch.release()
+                self._open_latch()
         if signals.stream_committed.receivers:
-            signals.emit(signals.stream_committed, self.middleware, **self.facts(),
+            signals.emit(signals.stream_committed, self.sender, **self.facts(),
                          headers=response.wsgi_headers())
 
     def _release_if_running(self, error: BaseException) -> bool:
@@ -345,50 +443,57 @@ class Job:
                 return False
             self.state = FAILED
             self.error = error
-            self._latch_open = True
-            self._latch.release()
+            self._open_latch()
             return True
 
     def _handle_error(self, error: BaseException) -> None:
-        stream = self.response.stream
+        """The app (or its close, setup, or stream.close) raised ``error``."""
         if self._release_if_running(error):
             # Before commit: S raises it, and the outer stack handles it as if
             # there were no live_wsgi. Nothing will read the channel.
-            stream._fail()
+            self.channel.end(CUT)
             return
-        if self.state == TIMED_OUT:
-            log.info("live_wsgi: %s %s stopped after commit_timeout: %s",
-                     self.environ.get("REQUEST_METHOD"),
-                     self.environ.get("PATH_INFO"), error)
+        try:
+            self._report(error)
+        finally:
+            self.channel.end(CUT)
+
+    def _report(self, error: BaseException) -> None:
+        """After the commit the status is gone: log once, tell the callbacks,
+        report, signal (SPEC 5.2). Expected ends are logged quietly (5.3)."""
+        environ = self.environ
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        if isinstance(error, CommitTimeout) and self.state == TIMED_OUT:
+            log.info("live_wsgi: %s %s stopped after commit_timeout: %s", method, path, error)
             return
-        # After commit: the status is gone. Log once, tell the callbacks,
-        # then end the body incomplete.
         expected = isinstance(error, ClientDisconnected) or (
-            isinstance(error, StreamClosed) and self.middleware.closing
+            isinstance(error, StreamClosed) and self.channel.shutting_down
         )
         if expected:
-            log.info("live_wsgi: %s %s: %s", self.environ.get("REQUEST_METHOD"),
-                     self.environ.get("PATH_INFO"), error)
+            log.info("live_wsgi: %s %s: %s", method, path, error)
         else:
             log.error("live_wsgi: error after the response was committed "
-                      "(%s %s); the client gets an incomplete body",
-                      self.environ.get("REQUEST_METHOD"),
-                      self.environ.get("PATH_INFO"),
+                      "(%s %s); the client gets an incomplete body", method, path,
                       exc_info=(type(error), error, error.__traceback__))
-        stream._run_error_callbacks(error)
-        if not expected:
-            self.middleware._report_error(self.environ, error)
-            signals.emit(signals.stream_error, self.middleware, **self.facts(),
-                         error=error, bytes_sent=stream.bytes_written,
+        for callback in self.error_callbacks:
+            _call_logged(f"the on_error callback {callback!r}", callback, error)
+        if expected:
+            return
+        if self._reporter is not None:
+            _call_logged("the on_error reporter", self._reporter, environ, error)
+        if signals.stream_error.receivers:
+            signals.emit(signals.stream_error, self.sender, **self.facts(), error=error,
+                         bytes_sent=self.channel.accepted,
                          duration=time.monotonic() - self.started_at)
-        stream._fail()
 
 
-def _request_over(response: LiveResponse) -> None:
-    raise StreamClosed(
-        "the live request is over (its app has returned): this response can "
-        "no longer be committed"
-    )
+def _call_logged(what: str, fn: Callable[..., object], *args: Any) -> None:
+    """Call ``fn``; log whatever it raises, ``BaseException`` too, and go on:
+    cleanup must never be skipped because a hook failed."""
+    try:
+        fn(*args)
+    except BaseException:
+        log.exception("live_wsgi: %s failed", what)
 
 
 def _byte_size(body: list[Any]) -> int | None:

@@ -18,7 +18,6 @@ job's bounded ``Channel``. Only S ever talks to the server (SPEC 1.1).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -31,69 +30,30 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
 from .body import LiveBody, NoBody
-from .context import ExcludedKeys, Exclusions, Snapshot
+from .context import ExcludedKeys, Snapshot
 from .errors import ClientDisconnected
 from .job import CANCELLED, COMMITTED, FAILED, Job
+from .options import (
+    ROUTE_OPTIONS,
+    ErrorReporter,
+    Options,
+    SetupHook,
+    TeardownHook,
+    hook,
+    make_options,
+    seconds,
+)
 from .pool import LivePool
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+__all__ = ["ROUTE_OPTIONS", "LiveMiddleware", "instances"]
+
 log = logging.getLogger("live_wsgi")
 
 #: Every middleware alive, so tests (and debugging) can find open streams.
 instances: weakref.WeakSet[LiveMiddleware] = weakref.WeakSet()
-
-SetupHook = Callable[["WSGIEnvironment"], object]
-TeardownHook = Callable[["WSGIEnvironment", "BaseException | None"], object]
-ErrorReporter = Callable[["WSGIEnvironment", BaseException], object]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    """What may differ per request (see ``when``)."""
-
-    queue_size: int | None
-    queue_timeout: float
-    commit_timeout: float | None
-    write_timeout: float | None
-    exclusions: Exclusions
-    setup: SetupHook | None
-    teardown: TeardownHook | None
-    heartbeat: float | None
-
-
-#: Keys a ``when`` predicate may return to override options for one request.
-ROUTE_OPTIONS = frozenset(
-    {"queue_size", "queue_timeout", "commit_timeout", "write_timeout",
-     "excluded_keys", "setup", "teardown", "heartbeat"}
-)  # fmt: skip
-
-
-def _number(name: str, value: object, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        hint = "a number of seconds > 0" + (", or None for no limit" if optional else "")
-        raise ValueError(f"{name} must be {hint}, not {value!r}")
-    return float(value)
-
-
-def _queue_size(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"queue_size must be an int >= 1 (chunks waiting for a slow client), "
-            f"or None for no bound, not {value!r}"
-        )
-    return value
-
-
-def _hook(name: str, value: object) -> Any:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be a callable or None, not {value!r}")
-    return value
 
 
 class LiveMiddleware:
@@ -166,8 +126,8 @@ class LiveMiddleware:
         if not callable(app):
             raise TypeError(f"LiveMiddleware needs a WSGI application (a callable), not {app!r}")
         self.app = app
-        self.when = _hook("when", when)
-        self.on_error = _hook("on_error", on_error)
+        self.when = hook("when", when)
+        self.on_error = hook("on_error", on_error)
         if executor is not None:
             if max_workers is not None:
                 raise ValueError(
@@ -187,6 +147,9 @@ class LiveMiddleware:
                 raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
             executor = LivePool(max_workers, thread_name_prefix="live_wsgi")
             self._owns_executor = True
+            # The pool's threads must not outlive their middleware (they do
+            # not refer to it, so it can be collected while they wait).
+            weakref.finalize(self, executor.shutdown, False)
         self.executor = executor
         # Our own pool runs a job without a Future.
         self._start = executor.start if isinstance(executor, LivePool) else None
@@ -198,7 +161,7 @@ class LiveMiddleware:
                 f"default_content_type must be a MIME type str, not {default_content_type!r}"
             )
         self.default_content_type = default_content_type
-        self.probe_interval = _number("probe_interval", probe_interval, optional=True)
+        self.probe_interval = seconds("probe_interval", probe_interval, optional=True)
         self.options = self._make_options(
             None,
             heartbeat=heartbeat,
@@ -221,31 +184,10 @@ class LiveMiddleware:
 
     # -- options -------------------------------------------------------------
 
-    def _make_options(self, base: _Options | None, **values: Any) -> _Options:
-        unknown = set(values) - ROUTE_OPTIONS
-        if unknown:
-            raise ValueError(
-                f"unknown live option(s) {sorted(unknown)}; known: {sorted(ROUTE_OPTIONS)}"
-            )
-        checked: dict[str, Any] = {}
-        for key, value in values.items():
-            if key == "queue_size":
-                checked[key] = _queue_size(value)
-            elif key == "queue_timeout":
-                checked[key] = _number(key, value)
-            elif key in ("commit_timeout", "write_timeout", "heartbeat"):
-                checked[key] = _number(key, value, optional=True)
-            elif key == "excluded_keys":
-                checked["exclusions"] = Exclusions(value)
-            else:
-                checked[key] = _hook(key, value)
-        if base is None:
-            return _Options(**checked)
-        # replace() keeps the other fields as they are: the same hooks, the
-        # same ContextVar objects (asdict() would deep-copy them).
-        return dataclasses.replace(base, **checked)
+    def _make_options(self, base: Options | None, **values: Any) -> Options:
+        return make_options(base, **values)
 
-    def options_for(self, environ: WSGIEnvironment) -> _Options | None:
+    def options_for(self, environ: WSGIEnvironment) -> Options | None:
         """The options of this request, or None when it is not live.
 
         Override to route differently than with ``when``.
@@ -279,22 +221,36 @@ class LiveMiddleware:
                 "time and may kill long streams at its timeout. Use gunicorn "
                 "-k gthread (or gevent), waitress, or another threaded server."
             )
-        if self._closing:
+        job = Job(
+            self.app, environ, options, Snapshot.capture(options.exclusions),
+            sender=self, default_content_type=self.default_content_type,
+            on_done=self._job_done, reporter=self.on_error,
+        )
+        with self._jobs_lock:  # atomic against shutdown(): seen by it, or refused
+            closing = self._closing
+            if not closing:
+                self._jobs.add(job)
+        if closing:
+            job.response.detach()
             return self._unavailable(environ, start_response)
-        job = Job(self, self.app, environ, options, Snapshot.capture(options.exclusions))
-        with self._jobs_lock:
-            self._jobs.add(job)
         future: Future[None] | None = None
         try:
             if self._start is not None:
-                self._start(job.run)
+                self._start(job.ticket)
             else:
-                future = self.executor.submit(job.run)
+                future = self.executor.submit(job.ticket)
         except RuntimeError:  # the executor was shut down (or cannot start a thread)
-            job._unlink()
-            self._job_done(job)
+            job.cancel()
             return self._unavailable(environ, start_response)
-        state = job.wait_commit(options.queue_timeout, options.commit_timeout)
+        try:
+            state = job.wait_commit(
+                options.queue_timeout, options.commit_timeout, self.probe_interval
+            )
+        except BaseException:
+            # An outer timeout (gevent.Timeout), KeyboardInterrupt...: nobody
+            # will read this response. The job must not run on unread.
+            job.abandon()
+            raise
         if state == COMMITTED:
             response = job.response
             try:
@@ -309,6 +265,14 @@ class LiveMiddleware:
             error = job.error
             job.error = None
             assert error is not None
+            if isinstance(error, ClientDisconnected) and job.channel.aborted:
+                # The client left before the commit and the app stopped for
+                # it: an expected end (SPEC 5.3), not the server's 500.
+                log.info("live_wsgi: %s %s: %s", environ.get("REQUEST_METHOD"),
+                         environ.get("PATH_INFO"), error)
+                del error
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return []
             try:
                 raise error
             finally:
@@ -316,8 +280,6 @@ class LiveMiddleware:
         if state == CANCELLED:
             if future is not None:
                 future.cancel()
-            job._unlink()  # it never runs: W will not
-            self._job_done(job)
             return self._unavailable(environ, start_response)
         return self._gateway_timeout(start_response)
 
@@ -362,14 +324,6 @@ class LiveMiddleware:
             if not self._jobs:
                 self._idle.notify_all()
 
-    def _report_error(self, environ: WSGIEnvironment, error: BaseException) -> None:
-        if self.on_error is None:
-            return
-        try:
-            self.on_error(environ, error)
-        except Exception:
-            log.exception("live_wsgi: the on_error reporter failed")
-
     @property
     def closing(self) -> bool:
         """True once ``shutdown`` started."""
@@ -394,24 +348,27 @@ class LiveMiddleware:
     def shutdown(self, grace: float = 0.0, *, timeout: float = 5.0) -> bool:
         """Stop streaming: for graceful server shutdown, and for tests.
 
-        New live requests get 503. Every ``stream.wait`` returns at once so
-        producers can write a farewell; after ``grace`` seconds every stream
-        still open is ended cleanly (a complete body) and its producer's next
-        write raises ``StreamClosed``. Then the pool is released, waiting up
-        to ``timeout`` more seconds for producers to notice. Returns True when
-        every producer finished.
+        New live requests get 503, and so do those still waiting for a pool
+        thread. Every ``stream.wait`` returns at once so producers can write
+        a farewell; after ``grace`` seconds every stream still open is ended
+        and its producer's next write raises ``StreamClosed``: cleanly (a
+        complete body) for streams such as SSE, but *cut* for a download (a
+        declared length, an attachment), which must never look complete when
+        it is not. Then the pool is released, waiting up to ``timeout`` more
+        seconds for producers to notice. Returns True when every producer
+        finished.
         """
-        self._closing = True
         with self._jobs_lock:
+            self._closing = True
             jobs = list(self._jobs)
         for job in jobs:
-            job.channel.interrupt()
+            job.interrupt()
         if grace > 0:
             self.wait_idle(grace)
         with self._jobs_lock:
             jobs = list(self._jobs)
         for job in jobs:
-            job.channel.end()
+            job.end_for_shutdown()
         finished = self.wait_idle(timeout)
         if self._owns_executor:
             self.executor.shutdown(wait=finished, cancel_futures=True)

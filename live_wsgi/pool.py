@@ -10,15 +10,19 @@ core that measured about 19 µs of a streamed live request
 (``submit`` returns a ``Future`` as usual), and ``start`` runs a job with
 nothing but a queue put and an idle count.
 
-Threads start on demand up to ``max_workers`` and stay. They are daemon
-threads: ``LiveMiddleware.shutdown`` ends the streams and the pool; the
-interpreter's exit never waits on an endless producer.
+Threads start on demand up to ``max_workers``; one that waited
+``idle_timeout`` seconds for a job exits (as Rails' cached thread pool
+does), so a burst leaves no threads behind, and a pool nobody uses any more
+ends up with none. They are daemon threads: ``LiveMiddleware.shutdown`` ends
+the streams and the pool (and a middleware that is garbage collected shuts
+its pool down); the interpreter's exit never waits on an endless producer.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -29,6 +33,11 @@ log = logging.getLogger("live_wsgi")
 
 T = TypeVar("T")
 
+#: Seconds an idle thread waits for work before it exits: Rails' cached
+#: pool's figure. Long enough that steady traffic never restarts threads
+#: (a thread start costs ~100 µs), short enough that a burst's threads go.
+IDLE_TIMEOUT = 60.0
+
 _serial = itertools.count()
 
 
@@ -37,20 +46,34 @@ class LivePool(Executor):
 
     :param max_workers: the most threads the pool starts (an int >= 1).
     :param thread_name_prefix: threads are named ``PREFIX_N``.
+    :param idle_timeout: seconds a thread waits for a job before it exits.
     """
 
-    def __init__(self, max_workers: int, thread_name_prefix: str = "live_wsgi") -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        thread_name_prefix: str = "live_wsgi",
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
+        if (isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float))
+                or math.isnan(idle_timeout) or not 0 < idle_timeout <= threading.TIMEOUT_MAX):
+            raise ValueError(
+                f"idle_timeout must be a number of seconds > 0 and <= "
+                f"{threading.TIMEOUT_MAX:g}, not {idle_timeout!r}"
+            )
         self.max_workers = max_workers
+        self.idle_timeout = float(idle_timeout)
         self._prefix = thread_name_prefix
         self._queue: SimpleQueue[Callable[[], object] | None] = SimpleQueue()
-        # _lock guards the counts below (workers take it); _submit_lock
+        # _lock guards the counts and _threads (workers take it); _submit_lock
         # orders starting jobs and threads against shutdown (workers never
-        # take it), and guards _threads: every thread in it has started.
+        # take it): every thread in _threads has started, or is starting
+        # under _submit_lock.
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: set[threading.Thread] = set()
         # Threads waiting for a job (or on their way to), and jobs queued that
         # no thread has taken yet: a job needs a new thread only when the
         # waiting threads are all spoken for.
@@ -70,23 +93,24 @@ class LivePool(Executor):
         with self._submit_lock:  # against shutdown: a job taken is a job queued
             if self._shutdown:
                 raise RuntimeError("cannot start a job after the pool was shut down")
+            thread = None
             with self._lock:
                 self._backlog += 1
-                spawn = self._backlog > self._waiting and len(self._threads) < self.max_workers
-                if spawn:
+                if self._backlog > self._waiting and len(self._threads) < self.max_workers:
                     self._waiting += 1
-            if spawn:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._prefix}_{next(_serial)}", daemon=True
-                )
+                    thread = threading.Thread(
+                        target=self._work, name=f"{self._prefix}_{next(_serial)}", daemon=True
+                    )
+                    self._threads.add(thread)
+            if thread is not None:
                 try:
                     thread.start()
                 except BaseException:  # e.g. "can't start new thread": undo, refuse
                     with self._lock:
+                        self._threads.discard(thread)
                         self._waiting -= 1
                         self._backlog -= 1
                     raise
-                self._threads.append(thread)
             # Last: from here the other thread may run. (Workers never take
             # _submit_lock, so releasing it costs them nothing.)
             self._queue.put(fn)
@@ -100,11 +124,23 @@ class LivePool(Executor):
     def _work(self) -> None:
         queue = self._queue
         lock = self._lock
+        idle_timeout = self.idle_timeout
         while True:
-            fn = queue.get()
+            try:
+                fn = queue.get(timeout=idle_timeout)
+            except Empty:
+                with lock:
+                    # Leave only if a job queued now still finds a waiting
+                    # thread: the jobs on their way are fewer than the others.
+                    if self._backlog < self._waiting:
+                        self._waiting -= 1
+                        self._threads.discard(threading.current_thread())
+                        return
+                continue
             with lock:
                 self._waiting -= 1
                 if fn is None:  # shutdown
+                    self._threads.discard(threading.current_thread())
                     return
                 self._backlog -= 1
             try:
@@ -126,9 +162,12 @@ class LivePool(Executor):
                 self._shutdown = True
                 if cancel_futures:
                     self._drop_backlog()
-                for _ in self._threads:
+                with self._lock:
+                    threads = list(self._threads)
+                for _ in threads:
                     self._queue.put(None)
-            threads = list(self._threads)
+            with self._lock:
+                threads = list(self._threads)
         if wait:
             for thread in threads:
                 thread.join()

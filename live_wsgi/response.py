@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.datastructures import Headers
 from werkzeug.http import HTTP_STATUS_CODES, is_hop_by_hop_header
 
-from .errors import HeadersAlreadySent
+from .errors import HeadersAlreadySent, StreamClosed
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -161,8 +161,10 @@ class LiveResponse:
         *,
         write_timeout: float | None,
         default_content_type: str,
+        error_callbacks: list[Callable[[BaseException], object]],
     ) -> None:
         self.environ = environ
+        self._channel = channel
         # Headers live in a plain list until somebody asks for ``headers``
         # (a plain WSGI app never does: its start_response fills the list),
         # then in a Werkzeug Headers object made from it.
@@ -184,7 +186,7 @@ class LiveResponse:
         self.heartbeat: float | None = None
         #: The LiveMiddleware serving this response (the signals' sender).
         self.middleware: Any = None
-        self.stream = Stream(self, channel, write_timeout)
+        self.stream = Stream(self, channel, write_timeout, error_callbacks)
 
     def __repr__(self) -> str:
         state = "committed" if self.committed else "pending"
@@ -242,6 +244,15 @@ class LiveResponse:
         return default
 
     @property
+    def is_download(self) -> bool:
+        """True when an early end must look incomplete: the response declared
+        its length, or is an attachment (SPEC 8.3: shutdown cuts downloads)."""
+        if self._content_length is not None:
+            return True
+        disposition = self.header("Content-Disposition")
+        return disposition.partition(";")[0].strip().lower() == "attachment"
+
+    @property
     def status(self) -> str:
         return self._status
 
@@ -293,6 +304,8 @@ class LiveResponse:
             self.bodiless = no_body_status(code) or self.environ.get(
                 "REQUEST_METHOD"
             ) == "HEAD"
+            if not self.bodiless:
+                self._channel.limit = self._content_length
             self._on_commit(self)
 
     def _finalize_headers(self) -> None:
@@ -332,6 +345,27 @@ class LiveResponse:
             self._headers.clear()
             self._headers.extend(final)
 
+    def detach(self) -> None:
+        """The request is over (live_wsgi calls this when the app is done).
+
+        Cuts the links the request's objects hold to each other, so
+        reference counting frees it the moment the server lets go: a late
+        commit raises ``StreamClosed`` instead of reaching the job, and
+        ``environ`` stays as it was, minus its ``live_wsgi.response`` link
+        back (that key stays in the server's environ for the outer stack).
+        """
+        self._on_commit = _request_over
+        environ = dict(self.environ)
+        environ.pop("live_wsgi.response", None)
+        self.environ = environ
+
     def wsgi_headers(self) -> list[tuple[str, str]]:
         """The committed header list, as ``start_response`` wants it."""
         return list(self._wsgi_headers)
+
+
+def _request_over(response: LiveResponse) -> None:
+    raise StreamClosed(
+        "the live request is over (its app has returned): this response can "
+        "no longer be committed"
+    )

@@ -19,8 +19,8 @@ Each is sent with the ``LiveMiddleware`` as sender and keyword arguments:
 - ``send_stream``: a download started. ``environ``, ``filename``,
   ``disposition``, ``type``, ``size``.
 
-Receivers run on the thread that sends; an exception in one is logged and
-never breaks the stream.
+Receivers run on the thread that sends; an exception in one (a
+``BaseException`` too) is logged and never breaks the stream.
 """
 
 from __future__ import annotations
@@ -48,5 +48,5 @@ def emit(signal: NamedSignal, sender: Any, **facts: Any) -> None:
         return
     try:
         signal.send(sender, **facts)
-    except Exception:
+    except BaseException:  # a receiver never breaks the stream's cleanup
         log.exception("live_wsgi: a receiver of %s failed", signal.name)

@@ -6,23 +6,15 @@ server thread reads the same ``Channel`` from the other end.
 
 from __future__ import annotations
 
-import logging
-import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from .channel import CUT, Channel, _Ended
-from .errors import (
-    ClientDisconnected,
-    ContentLengthError,
-    StreamClosed,
-)
+from .channel import CUT, Channel
+from .errors import ClientDisconnected, ContentLengthError, StreamClosed
 
 if TYPE_CHECKING:
     from .response import LiveResponse
-
-log = logging.getLogger("live_wsgi")
 
 ErrorCallback = TypeVar("ErrorCallback", bound=Callable[[BaseException], object])
 
@@ -32,6 +24,9 @@ class Stream:
 
     The first ``write`` (an empty one too) or ``close`` commits the response:
     status and headers go to the client and can no longer change.
+
+    :param error_callbacks: where ``on_error`` adds callbacks; the owner of
+        the request (its job) runs them.
     """
 
     def __init__(
@@ -39,18 +34,14 @@ class Stream:
         response: LiveResponse,
         channel: Channel,
         write_timeout: float | None,
+        error_callbacks: list[Callable[[BaseException], object]],
     ) -> None:
         # Weak: the response owns its stream, and a cycle between the two
         # would outlive the request until the cyclic GC found it.
         self._response_ref = weakref.ref(response)
         self._channel = channel
         self._write_timeout = write_timeout
-        self._error_callbacks: list[Callable[[BaseException], object]] = []
-        self._close_lock = threading.Lock()
-        self._closed = False
-        #: Bytes accepted by ``write`` (discarded writes of a bodiless
-        #: response included).
-        self.bytes_written = 0
+        self._error_callbacks = error_callbacks
         #: When True, writes after the client went away are dropped silently
         #: (``write`` returns 0) instead of raising ``ClientDisconnected``,
         #: so the producer can finish its work.
@@ -59,6 +50,12 @@ class Stream:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Stream {state} {self.bytes_written} bytes>"
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes accepted by ``write`` (discarded writes of a bodiless response
+        included); exact with any number of writer threads."""
+        return self._channel.accepted
 
     @property
     def _response(self) -> LiveResponse:
@@ -75,12 +72,14 @@ class Stream:
 
         ``str`` is encoded as UTF-8; ``bytearray`` and ``memoryview`` are
         copied before they are queued, so the caller may reuse them. Blocks
-        while ``queue_size`` chunks wait for a slow client.
+        while ``queue_size`` writes wait for a slow client. An empty write
+        commits the response and sends nothing, but fails as any write would.
 
         :raises TypeError: for any other type.
         :raises ClientDisconnected: the client went away (``WriteTimeout``:
             it stopped reading); not raised with ``ignore_disconnect``.
         :raises StreamClosed: after ``close()`` or ``abort()``.
+        :raises ContentLengthError: the write would pass the declared length.
         """
         if type(data) is bytes:
             chunk = data
@@ -96,24 +95,13 @@ class Stream:
         response = self._response
         if not response.committed:
             response.commit()
-        size = len(chunk)
-        limit = response.content_length
-        if limit is not None and self.bytes_written + size > limit:
-            self._fail_length(
-                f"the body is longer than its declared Content-Length {limit}: "
-                f"{self.bytes_written} bytes were written and {size} more offered"
-            )
-        if size:
-            try:
-                self._channel.put(chunk, self._write_timeout)
-            except _Ended:
-                raise StreamClosed("write() after the stream was closed") from None
-            except ClientDisconnected:
-                if self.ignore_disconnect:
-                    return 0
-                raise
-        self.bytes_written += size
-        return size
+        try:
+            self._channel.put(chunk, self._write_timeout)
+        except ClientDisconnected:
+            if self.ignore_disconnect:
+                return 0
+            raise
+        return len(chunk)
 
     def writeln(self, line: bytes | str) -> int:
         """Write ``line``, adding a newline unless it ends with one."""
@@ -137,53 +125,46 @@ class Stream:
         :raises ContentLengthError: the response declared a length that the
             body did not reach; the client sees an incomplete body.
         """
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
+        channel = self._channel
         response = self._response_ref()
         if response is None:
             return  # the request is over: its channel has ended already
         try:
             if not response.committed:
-                response.commit()
+                response.commit()  # also after a disconnect: S waits for it
         except BaseException:
             # Could not commit (bad headers, commit timeout): the body can
             # never start; end the queue so nothing waits on it.
-            self._channel.end(CUT)
+            channel.end(CUT)
             raise
-        limit = response.content_length
-        if limit is not None and self.bytes_written < limit and not response.bodiless:
-            self._channel.end(CUT)
-            raise ContentLengthError(
-                f"the body ended after {self.bytes_written} of its declared "
-                f"{limit} bytes (Content-Length); the client sees it incomplete"
-            )
-        self._channel.end()
+        if channel.ended:
+            return
+        limit = channel.limit
+        written = channel.accepted
+        if limit is not None and written < limit:
+            if channel.end(CUT):  # only the first closer reports it
+                raise ContentLengthError(
+                    f"the body ended after {written} of its declared "
+                    f"{limit} bytes (Content-Length); the client sees it incomplete"
+                )
+            return
+        channel.end()
 
     def abort(self) -> None:
         """Stop now: drop what is queued and cut the connection.
 
         The client sees an incomplete body. Later writes raise ``StreamClosed``.
         """
-        with self._close_lock:
-            self._closed = True
         self._channel.abort(StreamClosed, "write() after the stream was aborted")
 
-    def _fail_length(self, message: str) -> None:
-        self.abort()
-        raise ContentLengthError(message)
-
     def _fail(self) -> None:
-        """After an error: end the body so the client sees it incomplete."""
-        with self._close_lock:
-            self._closed = True
+        """End the body incomplete (after what is queued): the client can tell."""
         self._channel.end(CUT)
 
     @property
     def closed(self) -> bool:
         """True after ``close()`` or ``abort()``, or once the client went away."""
-        return self._closed or self._channel.aborted
+        return self._channel.ended
 
     @property
     def connected(self) -> bool:
@@ -218,11 +199,3 @@ class Stream:
             raise TypeError(f"on_error() takes a callable, not {callback!r}")
         self._error_callbacks.append(callback)
         return callback
-
-    def _run_error_callbacks(self, error: BaseException) -> None:
-        for callback in self._error_callbacks:
-            try:
-                callback(error)
-            except Exception:
-                log.exception("live_wsgi: an on_error callback failed: %r", callback)
-

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from live_wsgi import SSE, current_response
+from live_wsgi import SSE, current_response, signals
 from live_wsgi.body import HEARTBEAT, disconnect_probe
 
 from .support import Recorder, chunks, open_stream, wait
@@ -165,3 +165,28 @@ def test_idle_producer_learns_of_disconnect_without_writes(live: Any) -> None:
     assert leftover == []
     assert seen["woken"] is True and seen["connected"] is False
     environ["gunicorn.socket"].close()
+
+
+def test_next_on_a_finished_body_keeps_raising_stop_iteration(live: Any) -> None:
+    """SPEC 3.4: next() on a live body that has ended raises StopIteration again,
+    never blocks."""
+    mw = live(lambda environ, sr: [b"done"])
+    body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True},
+              lambda status, headers, exc_info=None: None)
+    assert list(body) == [b"done"]
+    for _ in range(3):
+        with pytest.raises(StopIteration):
+            next(body)  # type: ignore[call-overload]
+    body.close()  # type: ignore[attr-defined]
+
+
+def test_a_bodiless_response_closes_once(live: Any) -> None:
+    """SPEC 2.5, 7.3: NoBody.close() is idempotent: stream_closed is sent once."""
+    closed = []
+    mw = live(lambda environ, sr: [b"ignored"])
+    body = mw({"REQUEST_METHOD": "HEAD", "PATH_INFO": "/", "wsgi.multithread": True},
+              lambda status, headers, exc_info=None: None)
+    with signals.stream_closed.connected_to(lambda sender, **facts: closed.append(facts)):
+        body.close()  # type: ignore[attr-defined]
+        body.close()  # type: ignore[attr-defined]
+    assert len(closed) == 1

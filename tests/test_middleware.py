@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from live_wsgi import (
+    SSE,
     ClientDisconnected,
     CommitTimeout,
     HeadersAlreadySent,
@@ -16,9 +19,10 @@ from live_wsgi import (
     ResponseAborted,
     StreamClosed,
     current_response,
+    send_stream,
 )
 
-from .support import ClosingIterable, Recorder, chunks, open_stream, wait, webtest_app
+from .support import WAIT, ClosingIterable, Recorder, chunks, open_stream, wait, webtest_app
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -953,3 +957,160 @@ def test_shutdown_wakes_waits_allows_farewell_then_ends_cleanly(live: Any) -> No
     assert seen["woken"] is True and seen["shutting down"] is True
     assert seen["stubborn stopped"] is True
     assert webtest_app(mw).get("/late", status=503).status_int == 503
+
+
+# -- Options that no lock can wait for -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["queue_timeout", "commit_timeout", "write_timeout",
+                                  "heartbeat", "probe_interval"])
+@pytest.mark.parametrize("value", [float("inf"), threading.TIMEOUT_MAX * 2, float("nan")])
+def test_timeouts_no_lock_can_wait_for_are_refused_up_front(name: str, value: float) -> None:
+    """SPEC 2.4: a timeout above threading.TIMEOUT_MAX (or inf, nan) is refused in
+    __init__ with a message naming it, never at every request after submission."""
+    with pytest.raises(ValueError, match=name):
+        LiveMiddleware(lambda environ, sr: [], **{name: value})
+
+
+def test_heartbeat_message_says_none_disables() -> None:
+    """SPEC 4.2: the heartbeat error says None disables it."""
+    with pytest.raises(ValueError, match="None disables"):
+        LiveMiddleware(lambda environ, sr: [], heartbeat=0)
+
+
+def test_route_timeouts_are_checked_before_the_app_runs(live: Any) -> None:
+    """SPEC 2.4: an unusable per-route timeout fails the request before its job
+    exists: the app never runs."""
+    ran = []
+    mw = live(lambda environ, sr: ran.append(1) or [],
+              when=lambda environ: {"queue_timeout": float("inf")})
+    with pytest.raises(ValueError, match="queue_timeout"):
+        webtest_app(mw).get("/")
+    assert ran == []
+
+
+# -- Shutdown against arrivals, and downloads ------------------------------------
+
+
+class _ArrivalEnviron(dict):  # type: ignore[type-arg]
+    """An environ that lets the test hold a request inside the middleware just
+    before it registers its job, to let shutdown() begin meanwhile."""
+
+    def __init__(self, base: dict[str, Any], arrived: threading.Event,
+                 go: threading.Event) -> None:
+        super().__init__(base)
+        self.arrived = arrived
+        self.go = go
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if key == "live_wsgi.response":
+            self.arrived.set()
+            wait(self.go, "the test to start shutdown")
+
+
+def test_shutdown_sees_a_request_that_arrives_while_it_runs(live: Any) -> None:
+    """SPEC 8.3: shutdown() and an arriving request are ordered: the request is
+    either refused (503) or seen and ended by shutdown, never left running."""
+    from werkzeug.test import EnvironBuilder
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        stream.write(b"hi")
+        if environ["PATH_INFO"] == "/busy":
+            # Ignores shutdown and keeps working through the grace period,
+            # until its stream is ended under it.
+            slow_work = threading.Event()  # never set
+            with contextlib.suppress(StreamClosed):
+                while True:
+                    slow_work.wait(0.01)
+                    stream.write(b".")
+            return []
+        while not stream.wait(WAIT):
+            pass
+        stream.write(b"bye")
+        return []
+
+    mw = live(app)
+    busy = open_stream(mw, "/busy")
+    assert next(chunks(busy)) == b"hi"
+    reader = threading.Thread(target=lambda: b"".join(chunks(busy)))
+    reader.start()
+    arrived, go = threading.Event(), threading.Event()
+    environ = _ArrivalEnviron(EnvironBuilder("/late").get_environ(), arrived, go)
+    environ["wsgi.multithread"] = True
+    statuses: list[str] = []
+    request = threading.Thread(target=lambda: mw(environ, lambda s, h, e=None: statuses.append(s)))
+    request.start()
+    wait(arrived, "the request to arrive")
+    result: list[bool] = []
+    stopper = threading.Thread(target=lambda: result.append(mw.shutdown(grace=1.0)))
+    stopper.start()
+    deadline = time.monotonic() + WAIT
+    while not mw.closing and time.monotonic() < deadline:
+        threading.Event().wait(0.005)  # polling a flag with a deadline
+    go.set()
+    request.join(WAIT)
+    stopper.join(WAIT)
+    reader.join(WAIT)
+    busy.close()
+    assert result == [True]
+    assert statuses == ["503 Service Unavailable"]
+
+
+@pytest.mark.parametrize("kind", ["declared length", "attachment"])
+def test_shutdown_cuts_a_download_instead_of_ending_it(live: Any, kind: str) -> None:
+    """SPEC 8.3, 5.2: a download (a declared length, a send_stream attachment)
+    that shutdown ends early is cut, never ended with a clean EOF."""
+    wrote = threading.Event()
+    row = b"row,of,data\n"
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        if kind == "attachment":
+            with send_stream("rows.csv") as stream:
+                _rows(stream, row, wrote)
+        else:
+            current_response().content_length = 100 * len(row)
+            _rows(current_response().stream, row, wrote)
+        return []
+
+    mw = live(app, queue_size=None)  # the 25 rows wait in the queue unread
+    response = open_stream(mw)
+    body = chunks(response)
+    received = [next(body)]
+    wait(wrote, "25 rows")
+    assert mw.shutdown(grace=0.05)
+    with pytest.raises(ResponseAborted):
+        received.extend(body)
+    response.close()
+    assert 25 <= b"".join(received).count(row) < 100
+
+
+def _rows(stream: Any, row: bytes, wrote: threading.Event) -> None:
+    for _ in range(25):
+        stream.write(row)
+    wrote.set()
+    stream.wait(WAIT)  # the shutdown begins; this producer ignores it
+    slow_work = threading.Event()  # never set: each row takes 10 ms to make
+    for _ in range(75):
+        slow_work.wait(0.01)
+        stream.write(row)  # raises StreamClosed once the grace is over
+
+
+def test_shutdown_ends_an_event_stream_cleanly_with_its_farewell(live: Any) -> None:
+    """SPEC 8.3: a stream that is not a download ends cleanly after its farewell."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        sse = SSE(current_response().stream)
+        sse.write("hello")
+        sse.stream.wait(WAIT)
+        sse.write("farewell", event="bye")
+        return []
+
+    mw = live(app)
+    response = open_stream(mw)
+    assert [e.data for e in response.read_events(1, WAIT)] == ["hello"]
+    assert mw.shutdown(grace=WAIT)
+    assert [(e.event, e.data) for e in response.read_events(1, WAIT)] == [("bye", "farewell")]
+    assert response.next_chunk(WAIT) is None  # a clean end
+    response.close()

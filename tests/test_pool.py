@@ -131,7 +131,7 @@ def test_a_thread_that_cannot_start_refuses_the_job_and_leaves_no_trace(
             patch.setattr(threading.Thread, "start", cannot_start)
             with pytest.raises(RuntimeError, match="can't start new thread"):
                 pool.start(lambda: None)
-        assert pool._threads == [] and pool._waiting == 0 and pool._backlog == 0
+        assert not pool._threads and pool._waiting == 0 and pool._backlog == 0
         assert pool.submit(lambda: "ok").result(WAIT) == "ok"
     finally:
         pool.shutdown()
@@ -187,3 +187,43 @@ def test_shutdown_racing_submits_loses_no_accepted_job(cancel: bool) -> None:
     is still starting; submits after it are refused. Bounded: 60 rounds."""
     for _ in range(60):
         race_shutdown_with_submits(cancel)
+
+
+def test_idle_threads_exit_after_idle_timeout() -> None:
+    """SPEC 8.3: a thread that waited idle_timeout for a job exits (Rails' cached
+    pool does the same), so a burst leaves no threads behind; the pool still runs
+    jobs afterwards."""
+    pool = LivePool(4, idle_timeout=0.05)
+    try:
+        assert [f.result(WAIT) for f in [pool.submit(pow, 2, n) for n in range(4)]] \
+            == [1, 2, 4, 8]
+        until(lambda: not pool._threads, "idle threads to exit")
+        assert pool.submit(pow, 3, 2).result(WAIT) == 9
+    finally:
+        pool.shutdown()
+
+
+def test_idle_timeout_is_checked() -> None:
+    """SPEC 8.3: idle_timeout is a usable number of seconds."""
+    for bad in (0, -1, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="idle_timeout"):
+            LivePool(2, idle_timeout=bad)
+
+
+def test_pool_threads_do_not_outlive_their_middleware() -> None:
+    """SPEC 8.3: 20 middlewares created and dropped leave no pool thread behind."""
+    import gc
+
+    before = {t for t in threading.enumerate() if t.name.startswith("live_wsgi_")}
+    for _ in range(20):
+        mw = LiveMiddleware(lambda environ, sr: [b"ok"])
+        body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True},
+                  lambda status, headers, exc_info=None: None)
+        assert b"".join(body) == b"ok"
+        body.close()  # type: ignore[attr-defined]
+        assert mw.wait_idle(WAIT)
+        del mw, body
+    gc.collect()
+    until(lambda: not {t for t in threading.enumerate()
+                       if t.name.startswith("live_wsgi_")} - before,
+          "the dropped middlewares' threads to exit")

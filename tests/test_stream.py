@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -10,13 +11,14 @@ import pytest
 from live_wsgi import (
     ClientDisconnected,
     ContentLengthError,
+    ResponseAborted,
     StreamClosed,
     WriteTimeout,
     current_response,
 )
 from live_wsgi.channel import COALESCE_LIMIT, CUT, EOF, Channel
 
-from .support import Recorder, chunks, open_stream, wait, webtest_app
+from .support import WAIT, Recorder, chunks, open_stream, wait, webtest_app
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -79,12 +81,12 @@ def test_queue_is_bounded_and_write_times_out() -> None:
     channel = Channel(3)
     for _ in range(3):
         channel.put(BIG, timeout=0.05)
-    assert len(channel._chunks) == 3
+    assert len(channel._items) == 3
     with pytest.raises(WriteTimeout) as info:
         channel.put(BIG, timeout=0.05)
     assert isinstance(info.value, ClientDisconnected)
     assert isinstance(info.value, TimeoutError)
-    assert channel.aborted and len(channel._chunks) == 0
+    assert channel.aborted and len(channel._items) == 0
     assert channel.take(0) is CUT
 
 
@@ -98,7 +100,7 @@ def test_backpressure_with_slow_reader(live: Any) -> None:
         channel = environ["live_wsgi.response"].stream._channel
         for _ in range(200):
             stream.write(BIG)
-            high_water.append(len(channel._chunks))
+            high_water.append(len(channel._items))
         return []
 
     mw = live(app, queue_size=4)
@@ -116,17 +118,92 @@ def test_unbounded_queue_never_blocks() -> None:
     channel = Channel(None)
     for _ in range(100):
         channel.put(BIG, timeout=0)
-    assert len(channel._chunks) == 100
+    assert len(channel._items) == 100
 
 
-def test_small_writes_merge_while_reader_is_busy() -> None:
-    """SPEC 3.2: queued small writes are handed over as one chunk, bytes unchanged."""
-    channel = Channel(2)
+def test_small_writes_merge_when_taken_bytes_unchanged() -> None:
+    """SPEC 3.2: S takes what is queued as one chunk, the bytes unchanged."""
+    channel = Channel(None)
     for i in range(1000):
         channel.put(b"%04d" % i, timeout=0)
     taken = channel.take(0)
     assert taken == b"".join(b"%04d" % i for i in range(1000))
     assert channel.take(0) is None
+
+
+def test_backpressure_counts_writes_not_bytes() -> None:
+    """SPEC 3.2: a producer of small events runs at most queue_size writes ahead
+    of the client, whatever their size (no growing a queued chunk to 64 KiB)."""
+    channel = Channel(10)
+    event = b"data: " + b"x" * 192 + b"\n\n"
+    for _ in range(10):
+        channel.put(event, timeout=0)
+    with pytest.raises(WriteTimeout):
+        channel.put(event, timeout=0.05)  # the 11th write has no room
+
+
+def test_a_write_blocks_only_while_the_queue_is_full() -> None:
+    """SPEC 3.2: one take makes room for a blocked writer at once: a client
+    that reads slowly is never cut as if it read nothing."""
+    channel = Channel(4)
+    for _ in range(4):
+        channel.put(BIG, timeout=0)
+    written = threading.Event()
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            channel.put(b"next", timeout=WAIT)
+        except BaseException as exc:
+            failed.append(exc)
+        written.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert channel.take(WAIT) == BIG  # one write taken: room for one
+        wait(written, "the blocked writer to get its room")
+    finally:
+        channel.abort(StreamClosed, "test over")
+        thread.join(WAIT)
+    assert failed == []
+
+
+def test_write_timeout_restarts_whenever_the_client_reads() -> None:
+    """SPEC 3.2: write_timeout measures a client that makes no progress. A writer
+    waits 1.8 s for room in all (longer than its 1 s write_timeout) while the
+    client reads every 0.6 s and another writer refills the queue each time:
+    the client makes progress, so the writer is never cut."""
+    channel = Channel(1)
+    channel.put(BIG, timeout=0)
+    outcome: list[object] = []
+    finished = threading.Event()
+
+    def writer() -> None:
+        try:
+            channel.put(BIG, timeout=1.0)
+            outcome.append("written")
+        except BaseException as exc:
+            outcome.append(exc)
+        finished.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    slow_client = threading.Event()  # never set: a paced wait, not a hope
+    taken = []
+    try:
+        for _ in range(2):
+            slow_client.wait(0.6)
+            taken.append(channel.take(0))
+            if not finished.is_set():
+                channel.put(BIG, timeout=WAIT)  # the other writer takes the room
+        slow_client.wait(0.6)
+        taken.append(channel.take(0))
+        wait(finished, "the writer")
+    finally:
+        channel.abort(StreamClosed, "test over")
+        thread.join(WAIT)
+    assert outcome == ["written"]
 
 
 def test_reader_timeouts_racing_writers_lose_and_hang_nothing() -> None:
@@ -311,3 +388,118 @@ def test_declared_length_mismatch_is_an_error(live: Any) -> None:
             b"".join(chunks(response))
         response.close()
     assert isinstance(seen["error"], ContentLengthError)
+
+
+def test_empty_write_fails_like_any_write(live: Any) -> None:
+    """SPEC 3.3, 4.1: an empty write after close() raises StreamClosed; after a
+    disconnect ClientDisconnected, or returns 0 with ignore_disconnect."""
+    seen = Recorder()
+    gone = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        if environ["PATH_INFO"] == "/closed":
+            stream.close()
+            try:
+                stream.write(b"")
+            except StreamClosed as exc:
+                seen["closed"] = exc
+            return []
+        stream.write(b"x")
+        wait(gone, "the client to leave")
+        try:
+            stream.write(b"")
+        except ClientDisconnected as exc:
+            seen["gone"] = exc
+        stream.ignore_disconnect = True
+        seen["ignored"] = stream.write(b"")
+        return []
+
+    mw = live(app)
+    assert webtest_app(mw).get("/closed").body == b""
+    response = open_stream(mw, "/gone")
+    assert next(chunks(response)) == b"x"
+    response.close()
+    gone.set()
+    assert mw.wait_idle(WAIT)
+    assert isinstance(seen["closed"], StreamClosed)
+    assert isinstance(seen["gone"], ClientDisconnected)
+    assert seen["ignored"] == 0
+
+
+def test_writers_on_many_threads_keep_the_count_exact(live: Any) -> None:
+    """SPEC 3.1, 3.2: several producer threads writing one stream: bytes_written
+    and the Content-Length check stay exact (one lock)."""
+    import sys
+
+    threads_n, writes, size = 8, 500, 7
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.content_length = threads_n * writes * size
+        stream = response.stream
+
+        def produce() -> None:
+            for _ in range(writes):
+                stream.write(b"x" * size)
+
+        helpers = [threading.Thread(target=produce) for _ in range(threads_n)]
+        for helper in helpers:
+            helper.start()
+        for helper in helpers:
+            helper.join(WAIT)
+        seen["written"] = stream.bytes_written
+        return []  # closes: a short count would fail the length check here
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        mw = live(app, queue_size=None)
+        response = open_stream(mw)
+        body = b"".join(chunks(response))
+        response.close()
+    finally:
+        sys.setswitchinterval(interval)
+    assert mw.wait_idle(WAIT)
+    assert seen["written"] == threads_n * writes * size
+    assert body == b"x" * (threads_n * writes * size)  # complete, not cut
+
+
+def test_writers_on_many_threads_never_pass_the_declared_length(live: Any) -> None:
+    """SPEC 3.1: the Content-Length check and the count are one step under one
+    lock: writers blocked on a full queue can never together pass the length."""
+    limit = 20 * len(BIG)
+    seen = Recorder()
+    errors: list[BaseException] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.content_length = limit
+        stream = response.stream
+
+        def produce() -> None:
+            try:
+                for _ in range(20):
+                    stream.write(BIG)  # never merged: every write may block
+            except (ContentLengthError, StreamClosed) as exc:
+                errors.append(exc)
+
+        helpers = [threading.Thread(target=produce) for _ in range(8)]
+        for helper in helpers:
+            helper.start()
+        for helper in helpers:
+            helper.join(WAIT)
+        seen["written"] = stream.bytes_written
+        return []
+
+    mw = live(app, queue_size=2)  # writers block, many at once
+    response = open_stream(mw)
+    received = []
+    with contextlib.suppress(ResponseAborted):
+        received.extend(chunks(response))
+    response.close()
+    assert mw.wait_idle(WAIT)
+    assert seen["written"] <= limit
+    assert len(b"".join(received)) <= limit
+    assert any(isinstance(exc, ContentLengthError) for exc in errors)
