@@ -9,6 +9,8 @@ import unicodedata
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.http import parse_options_header
 
 from live_wsgi import (
@@ -156,6 +158,66 @@ def test_ascii_fallback_is_sanitised_after_conversion(
 ) -> None:
     """SPEC 7.2: the ASCII form is made safe after NFKD, which turns '\u2105' into 'c/o'."""
     assert client_names(content_disposition(filename)) == (fallback, preferred)
+
+
+# -- fuzzing: every name a client can read back, parsed by standards parsers --
+
+# Any code point but the lone surrogates (a str holding one cannot be encoded).
+any_char = st.characters(blacklist_categories=("Cs",))
+# What is dangerous as is or once normalised, so that the fuzzer meets it often.
+tricky = st.sampled_from("/\\.\r\n\x00\x7f\x85\u2028\u2029\u202e \u3000\"%;'"
+                         "\u2024\u2025\u2026\u2100\u2105\ufe52\ufe68\uff0e\uff0f\uff3c")
+stems = st.text(any_char | tricky, max_size=40) | st.text(any_char, min_size=200, max_size=2000)
+extensions = st.none() | st.from_regex(r"[A-Za-z0-9]{1,8}", fullmatch=True)
+
+
+def has_stem(stem: str) -> bool:
+    """Whether ``stem`` is more than whitespace and dots (else there is no extension)."""
+    return any(
+        not (char.isspace() or unicodedata.normalize("NFKD", char).startswith("."))
+        for char in stem
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(stem=stems, extension=extensions, disposition=st.sampled_from(["attachment", "inline"]))
+def test_any_filename_reads_back_safe(stem: str, extension: str | None, disposition: str) -> None:
+    """SPEC 7.2: for any Unicode name, both names a client reads are safe and keep the extension.
+
+    The ``filename=`` a client without RFC 5987 reads and the ``filename*`` an
+    RFC 6266 client reads: non-empty, no control character, no ``/`` or ``\\``,
+    no leading dot; one header line of ASCII.
+    """
+    filename = stem if extension is None else f"{stem}.{extension}"
+    header = content_disposition(filename, disposition)
+    assert header.startswith(disposition + ";")
+    for name in client_names(header):
+        assert_safe(name, filename)
+        if extension is not None and has_stem(stem):
+            assert name.endswith("." + extension), (filename, name)
+
+
+def test_send_stream_sends_any_filename_safely(live: Any) -> None:
+    """SPEC 7.2: through send_stream and the commit, any name is one valid, safe header."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        with send_stream(environ["test.filename"]) as stream:
+            stream.write(b"x")
+        return []
+
+    client = webtest_app(live(app), lint=True)
+
+    @settings(max_examples=100, deadline=None)
+    @given(filename=stems)
+    def check(filename: str) -> None:
+        response = client.get("/", extra_environ={"test.filename": filename})
+        header = response.headers["Content-Disposition"]
+        assert header == content_disposition(filename)
+        for name in client_names(header):
+            assert_safe(name, filename)
+        assert response.body == b"x"
+
+    check()
 
 
 def test_non_ascii_name_survives_in_filename_star() -> None:
