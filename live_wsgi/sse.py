@@ -65,10 +65,14 @@ def encode_event(
 ) -> bytes:
     """The exact bytes of one event: ``retry``, ``event``, ``id``, then data.
 
-    ``str`` data is sent as is; anything else as compact JSON (UTF-8, no
-    NaN). Data is split on CR LF, CR and LF into one ``data:`` line each. An
-    ``int`` id is written in decimal; an id that is neither a ``str`` nor an
-    ``int`` (a ``bool`` included) raises ``TypeError``.
+    ``str`` data is sent as is; anything else as compact JSON (UTF-8). Data
+    is split on CR LF, CR and LF into one ``data:`` line each. An ``int`` id
+    is written in decimal.
+
+    :raises ValueError: CR, LF or NUL in ``event`` or ``id``; NaN or
+        Infinity in the data (as ``json.dumps(allow_nan=False)``).
+    :raises TypeError: data JSON cannot encode; an id that is neither a
+        ``str`` nor an ``int`` (a ``bool`` included).
     """
     event = _check_field("event", event)
     id = _check_id(id)
@@ -78,10 +82,10 @@ def encode_event(
     else:
         try:
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"SSE data must be a str or JSON-serializable (no NaN/Infinity): {exc}"
-            ) from exc
+        except ValueError as exc:  # NaN, Infinity (or a circular reference)
+            raise ValueError(f"SSE data is not valid JSON: {exc}") from exc
+        except TypeError as exc:
+            raise TypeError(f"SSE data must be a str or JSON-serializable: {exc}") from exc
     parts = []
     if retry is not None:
         parts.append(f"retry: {retry}\n")

@@ -76,9 +76,19 @@ def test_retry_must_be_an_int(retry: Any) -> None:
         encode_event("x", retry=retry)
 
 
-@pytest.mark.parametrize("data", [float("nan"), float("inf"), {"x": object()}, b"raw"])
-def test_unencodable_data_is_refused(data: Any) -> None:
-    """SPEC 7.1: JSON is strict: no NaN, nothing unserializable."""
+@pytest.mark.parametrize("data", [
+    float("nan"), float("inf"), float("-inf"), {"price": [1.0, float("nan")]},
+])  # fmt: skip
+def test_nan_and_infinity_are_a_value_error(data: Any) -> None:
+    """SPEC 7.1: JSON is strict: NaN/Infinity raise ValueError, as json.dumps(allow_nan=False)."""
+    with pytest.raises(ValueError, match="JSON") as caught:
+        encode_event(data)
+    assert not isinstance(caught.value, TypeError)
+
+
+@pytest.mark.parametrize("data", [{"x": object()}, b"raw", {1j}, {(1, 2): "tuple key"}])
+def test_unserializable_data_is_a_type_error(data: Any) -> None:
+    """SPEC 7.1: an object JSON cannot encode raises TypeError, as json.dumps does."""
     with pytest.raises(TypeError, match="JSON"):
         encode_event(data)
 
