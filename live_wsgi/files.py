@@ -39,7 +39,11 @@ _ENCODING_TYPES = {
     "compress": "application/x-compress",
     "br": "application/x-brotli",
 }
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\]')
+# Bidi controls (Cf): "invoice\u202ecod.exe" displays as "invoiceexe.doc".
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+_LINE_BREAKING = ("Cc", "Zl", "Zp")  # control characters, LINE and PARAGRAPH SEPARATOR
+_MADE_UP = re.compile(r"[./\\]")
 
 
 def content_type_for(filename: str, type: str | None = None) -> str:
@@ -61,33 +65,89 @@ def content_type_for(filename: str, type: str | None = None) -> str:
     return guessed or DEFAULT_TYPE
 
 
+def _unsafe(char: str) -> bool:
+    """A control character or path separator, as is or once normalised.
+
+    Compatibility normalisation (NFKD, NFKC, Windows' "best fit" code pages)
+    turns FULLWIDTH SOLIDUS into ``/`` and CARE OF into ``c/o``.
+    """
+    if char in _BIDI_CONTROLS:
+        return True
+    return any(
+        part in "/\\" or unicodedata.category(part) in _LINE_BREAKING
+        for part in unicodedata.normalize("NFKD", char)
+    )
+
+
+def _leading_junk(char: str) -> bool:
+    """Whitespace, or a dot once normalised (FULLWIDTH FULL STOP, ONE DOT LEADER)."""
+    return char.isspace() or unicodedata.normalize("NFKD", char).startswith(".")
+
+
+def _clean(text: str) -> str:
+    """``text`` with unsafe characters replaced by ``_``, without leading dots or
+    surrounding whitespace."""
+    text = "".join("_" if _unsafe(char) else char for char in text)
+    start = 0
+    while start < len(text) and _leading_junk(text[start]):
+        start += 1
+    return text[start:].rstrip()
+
+
+def _split(filename: str) -> tuple[str, str]:
+    """``(stem, extension)`` of ``filename``, both clean; the stem is never empty."""
+    stem, _, extension = filename.rpartition(".")
+    stem = _clean(stem)
+    if not stem:  # ".csv", "..", no dot at all: the whole name is the stem
+        return _clean(filename) or "download", ""
+    return stem, _clean(extension)
+
+
+def _join(stem: str, extension: str) -> str:
+    return stem + "." + extension if extension else stem
+
+
 def safe_filename(filename: str) -> str:
-    """``filename`` with control characters and path separators replaced."""
+    """``filename`` without control characters, path separators or a leading dot.
+
+    Control characters, bidi controls and path separators become ``_``, also
+    those that only become one once normalised (``"\uff0f"``, FULLWIDTH
+    SOLIDUS); leading dots and whitespace go; the extension is kept.
+    """
     if not isinstance(filename, str):
         raise TypeError(f"filename must be a str, not {type(filename).__name__}")
-    name = _UNSAFE.sub("_", filename).strip().lstrip(".")
-    return name or "download"
+    return _join(*_split(filename))
+
+
+def _ascii_char(char: str) -> str:
+    if char.isascii():
+        return char
+    # NFKD approximates ("\u00e9" is "e"); a dot it makes up ("\u2024" is ".")
+    # must not add an extension, nor a slash a directory.
+    plain = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+    return _MADE_UP.sub("_", plain)
 
 
 def _ascii(text: str) -> str:
     """An ASCII approximation, without characters some clients mangle."""
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return plain.replace('"', "'").replace("%", "_").strip()
+    plain = "".join(_ascii_char(char) for char in text)
+    return plain.replace('"', "'").replace("%", "_")
 
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """An RFC 6266 ``Content-Disposition`` value.
 
     An ASCII ``filename`` for every client, plus ``filename*`` (RFC 5987,
-    UTF-8) whenever the ASCII form had to change the name.
+    UTF-8) whenever the ASCII form had to change the name. Both are made safe
+    after every transformation: either name a client reads back has no control
+    character, no path separator, no leading dot, and the original extension.
     """
     if disposition not in ("attachment", "inline"):
         raise ValueError(f"disposition must be 'attachment' or 'inline', not {disposition!r}")
     name = safe_filename(filename)
-    stem, _, extension = name.rpartition(".") if "." in name else (name, "", "")
-    ascii_stem = _ascii(stem) or "download"
-    ascii_extension = _ascii(extension)
-    ascii_name = ascii_stem + ("." + ascii_extension if ascii_extension else "")
+    stem, extension = _split(name)
+    ascii_stem = _clean(_ascii(stem)) or "download"
+    ascii_name = _join(ascii_stem, _clean(_ascii(extension)))
     options = {"filename": ascii_name}
     if ascii_name != name:
         options["filename*"] = "UTF-8''" + quote(name, safe="!#$&+-.^_`|~")

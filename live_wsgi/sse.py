@@ -37,6 +37,17 @@ def _check_field(name: str, value: object) -> str | None:
     return value
 
 
+def _check_id(value: object) -> str | None:
+    """An event id: a str, or an int written in decimal (a ``bool`` is no id)."""
+    if isinstance(value, bool):
+        raise TypeError(f"SSE id must be a str or an int, not a bool ({value!r})")
+    if isinstance(value, int):
+        return str(int(value))  # decimal, also for an IntEnum
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"SSE id must be a str or an int, not {type(value).__name__}")
+    return _check_field("id", value)
+
+
 def _check_retry(value: object) -> int | None:
     if value is None:
         return None
@@ -49,26 +60,32 @@ def encode_event(
     data: object,
     *,
     event: str | None = None,
-    id: str | None = None,
+    id: str | int | None = None,
     retry: int | None = None,
 ) -> bytes:
     """The exact bytes of one event: ``retry``, ``event``, ``id``, then data.
 
-    ``str`` data is sent as is; anything else as compact JSON (UTF-8, no
-    NaN). Data is split on CR LF, CR and LF into one ``data:`` line each.
+    ``str`` data is sent as is; anything else as compact JSON (UTF-8). Data
+    is split on CR LF, CR and LF into one ``data:`` line each. An ``int`` id
+    is written in decimal.
+
+    :raises ValueError: CR, LF or NUL in ``event`` or ``id``; NaN or
+        Infinity in the data (as ``json.dumps(allow_nan=False)``).
+    :raises TypeError: data JSON cannot encode; an id that is neither a
+        ``str`` nor an ``int`` (a ``bool`` included).
     """
     event = _check_field("event", event)
-    id = _check_field("id", id)
+    id = _check_id(id)
     retry = _check_retry(retry)
     if isinstance(data, str):
         text = data
     else:
         try:
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"SSE data must be a str or JSON-serializable (no NaN/Infinity): {exc}"
-            ) from exc
+        except ValueError as exc:  # NaN, Infinity (or a circular reference)
+            raise ValueError(f"SSE data is not valid JSON: {exc}") from exc
+        except TypeError as exc:
+            raise TypeError(f"SSE data must be a str or JSON-serializable: {exc}") from exc
     parts = []
     if retry is not None:
         parts.append(f"retry: {retry}\n")
@@ -97,7 +114,7 @@ class SSE:
     :param stream: a live stream, usually ``current_response().stream``.
     :param retry: default reconnection time in milliseconds for every event.
     :param event: default event type.
-    :param id: default event id.
+    :param id: default event id (a ``str``, or an ``int`` written in decimal).
 
     While the response is pending, sets ``Content-Type: text/event-stream``.
     Options given to ``write`` override these; ``None`` means not given.
@@ -108,12 +125,12 @@ class SSE:
         stream: Stream,
         retry: int | None = None,
         event: str | None = None,
-        id: str | None = None,
+        id: str | int | None = None,
     ) -> None:
         self.stream = stream
         self.retry = _check_retry(retry)
         self.event = _check_field("event", event)
-        self.id = _check_field("id", id)
+        self.id = _check_id(id)
         response = stream._response
         if not response.committed:
             response.headers["Content-Type"] = CONTENT_TYPE
@@ -123,7 +140,7 @@ class SSE:
         data: Any,
         *,
         event: str | None = None,
-        id: str | None = None,
+        id: str | int | None = None,
         retry: int | None = None,
     ) -> int:
         """Send one event in one stream write; return the bytes written."""

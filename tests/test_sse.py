@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import IntEnum
 from typing import Any
 
 import pytest
@@ -16,6 +17,11 @@ from live_wsgi.sse import encode_comment, encode_event
 from .support import Recorder, chunks, open_stream, webtest_app
 
 pytestmark = pytest.mark.timeout(60)
+
+
+class Seq(IntEnum):
+    NEXT = 7
+
 
 # (data, options, exact bytes)
 ENCODING_TABLE: list[tuple[Any, dict[str, Any], bytes]] = [
@@ -32,6 +38,13 @@ ENCODING_TABLE: list[tuple[Any, dict[str, Any], bytes]] = [
     ("x", {"id": "42"}, b"id: 42\ndata: x\n\n"),
     ("x", {"retry": 1500}, b"retry: 1500\ndata: x\n\n"),
     ("x", {"retry": 0, "event": "e", "id": "7"}, b"retry: 0\nevent: e\nid: 7\ndata: x\n\n"),
+    # An int id (a database key) is written in decimal.
+    ("x", {"id": 42}, b"id: 42\ndata: x\n\n"),
+    ("x", {"id": 0}, b"id: 0\ndata: x\n\n"),
+    ("x", {"id": -3}, b"id: -3\ndata: x\n\n"),
+    ("x", {"id": 2**64}, b"id: 18446744073709551616\ndata: x\n\n"),
+    ("x", {"id": Seq.NEXT}, b"id: 7\ndata: x\n\n"),
+    ("x", {"retry": 5, "event": "e", "id": 9}, b"retry: 5\nevent: e\nid: 9\ndata: x\n\n"),
     ({"b": 1, "a": [1, 2]}, {}, b'data: {"b":1,"a":[1,2]}\n\n'),
     ([1, "\u00e9"], {}, 'data: [1,"\u00e9"]\n\n'.encode()),
     (None, {}, b"data: null\n\n"),
@@ -63,11 +76,50 @@ def test_retry_must_be_an_int(retry: Any) -> None:
         encode_event("x", retry=retry)
 
 
-@pytest.mark.parametrize("data", [float("nan"), float("inf"), {"x": object()}, b"raw"])
-def test_unencodable_data_is_refused(data: Any) -> None:
-    """SPEC 7.1: JSON is strict: no NaN, nothing unserializable."""
+@pytest.mark.parametrize("data", [
+    float("nan"), float("inf"), float("-inf"), {"price": [1.0, float("nan")]},
+])  # fmt: skip
+def test_nan_and_infinity_are_a_value_error(data: Any) -> None:
+    """SPEC 7.1: JSON is strict: NaN/Infinity raise ValueError, as json.dumps(allow_nan=False)."""
+    with pytest.raises(ValueError, match="JSON") as caught:
+        encode_event(data)
+    assert not isinstance(caught.value, TypeError)
+
+
+@pytest.mark.parametrize("data", [{"x": object()}, b"raw", {1j}, {(1, 2): "tuple key"}])
+def test_unserializable_data_is_a_type_error(data: Any) -> None:
+    """SPEC 7.1: an object JSON cannot encode raises TypeError, as json.dumps does."""
     with pytest.raises(TypeError, match="JSON"):
         encode_event(data)
+
+
+@pytest.mark.parametrize("value", [1.0, b"1", ["1"], object()])
+def test_id_must_be_a_str_or_an_int(value: Any) -> None:
+    """SPEC 7.1: an id of another type is a TypeError."""
+    with pytest.raises(TypeError, match="str or an int"):
+        encode_event("x", id=value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_bool_id_is_refused(value: bool, live: Any) -> None:
+    """SPEC 7.1: a bool is no id (True would read as 1): TypeError, per write and as default."""
+    with pytest.raises(TypeError, match="bool"):
+        encode_event("x", id=value)
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        for name, attempt in [("default", lambda: SSE(stream, id=value)),
+                              ("write", lambda: SSE(stream).write("x", id=value))]:
+            try:
+                attempt()
+            except TypeError as exc:
+                seen[name] = exc
+        return []
+
+    response = webtest_app(live(app)).get("/")
+    assert response.body == b""  # nothing was written
+    assert "bool" in str(seen["default"]) and "bool" in str(seen["write"])
 
 
 def test_comments() -> None:
@@ -136,6 +188,27 @@ def test_last_event_id() -> None:
     assert last_event_id({"HTTP_LAST_EVENT_ID": utf8_as_latin1}) == "caf\u00e9"
 
 
+def test_int_ids_reach_the_client_in_decimal(live: Any) -> None:
+    """SPEC 7.1: int ids, as default and per write, parse back from the streamed body."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        sse = SSE(current_response().stream, id=0)
+        sse.write("default")
+        for row_id in (41, 42, 10**20):
+            sse.write({"row": row_id}, id=row_id)  # sse.write(row, id=row.id)
+        return []
+
+    response = open_stream(live(app))
+    events = list(SSEClient(chunks(response)).events())
+    response.close()
+    assert [(e.id, e.data) for e in events] == [
+        ("0", "default"),
+        ("41", '{"row":41}'),
+        ("42", '{"row":42}'),
+        ("100000000000000000000", '{"row":100000000000000000000}'),
+    ]
+
+
 # -- round trip through an independent WHATWG parser (sseclient-py) ----------
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
@@ -153,12 +226,12 @@ json_values = st.recursive(
 @given(
     data=text | json_values,
     event=field,
-    event_id=field,
+    event_id=field | st.integers(),
     retry=st.none() | st.integers(0, 10**9),
     split=st.integers(1, 7),
 )
 def test_parser_reads_back_what_we_encode(data: Any, event: str | None,
-                                          event_id: str | None, retry: int | None,
+                                          event_id: str | int | None, retry: int | None,
                                           split: int) -> None:
     """SPEC 7.1: any accepted event parses back to the same event (any TCP split)."""
     encoded = encode_event(data, event=event, id=event_id, retry=retry)
@@ -171,7 +244,7 @@ def test_parser_reads_back_what_we_encode(data: Any, event: str | None,
     else:
         assert json.loads(parsed.data) == data
     assert parsed.event == (event or "message")
-    assert parsed.id == event_id
+    assert parsed.id == (None if event_id is None else str(event_id))
     assert parsed.retry == (None if retry is None else str(retry))
 
 
