@@ -13,7 +13,8 @@ On SIGTERM (a deploy, a scale-down) each worker calls
 ``LiveMiddleware.shutdown(grace)`` on every middleware it runs: every
 ``stream.wait`` returns at once, producers get ``grace`` seconds to write a
 farewell (``stream.shutting_down`` is True), then every stream still open is
-ended cleanly (a complete body) and the worker exits, well inside
+ended (cleanly, except a download, which is cut so it never looks complete)
+and the worker exits, well inside
 ``graceful_timeout``. Set ``LIVE_WSGI_SHUTDOWN_GRACE`` (seconds, default 5)
 to change the grace period.
 
