@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import signals
-from .channel import EOF
+from .channel import EOF, SHUT
 from .errors import ClientDisconnected, ResponseAborted
 from .probe import client_socket, disconnect_probe
 
@@ -91,7 +91,7 @@ class LiveBody:
                 self.bytes_sent += len(beat)
                 return beat
             self._finished = True
-            if item is EOF:
+            if item is EOF or (item is SHUT and not self._job.response.is_download):
                 raise StopIteration
             if self._outcome == "complete":
                 self._outcome = "cut"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from .errors import ContentLengthError, LiveError, StreamClosed, WriteTimeout
@@ -55,6 +56,9 @@ class _Marker:
 EOF: Final = _Marker("EOF")
 #: End of a body that must look incomplete to the client (error after commit).
 CUT: Final = _Marker("CUT")
+#: End of a body by a shutdown: complete for a stream, cut for a download;
+#: the server thread decides when it takes it, once the response committed.
+SHUT: Final = _Marker("SHUT")
 
 Item = bytes | _Marker | None
 
@@ -90,13 +94,19 @@ class Channel:
         # After abort(): the exception class and message writers get.
         self._abort_error: tuple[type[LiveError], str] | None = None
         self._interrupted: threading.Event | None = None
+        # Called (once each) when the stream is interrupted: things a
+        # producer may sleep on besides Stream.wait (a broker subscription).
+        self._wakers: list[Callable[[], object]] | None = None
         #: Set by interrupt(): the middleware is shutting down.
         self.shutting_down = False
         #: The exact body length the response declared, or None.
         self.limit: int | None = None
-        #: Bytes accepted by ``put`` (discarded ones too): exact with any
-        #: number of writer threads, counted under the lock.
+        #: Bytes accepted by ``put`` (discarded ones too, and those of
+        #: writers still blocked): exact with any number of writer threads,
+        #: counted under the lock.
         self.accepted = 0
+        # Bytes actually queued (or discarded): what the client will get.
+        self._queued = 0
 
     @property
     def interrupted(self) -> threading.Event:
@@ -107,6 +117,29 @@ class Channel:
                 if self._abort_error is not None or self.shutting_down:
                     self._interrupted.set()
             return self._interrupted
+
+    def add_waker(self, wake: Callable[[], object]) -> None:
+        """Call ``wake()`` when the stream is aborted or interrupted (at once if
+        it was already): how a producer parked elsewhere (a broker
+        subscription) learns what ``Stream.wait`` would."""
+        with self._lock:
+            if not (self._abort_error is not None or self.shutting_down):
+                if self._wakers is None:
+                    self._wakers = []
+                self._wakers.append(wake)
+                return
+        wake()
+
+    def remove_waker(self, wake: Callable[[], object]) -> None:
+        with self._lock:
+            if self._wakers is not None and wake in self._wakers:
+                self._wakers.remove(wake)
+
+    def _run_wakers(self) -> None:
+        # Without the lock: a waker takes its own.
+        wakers, self._wakers = self._wakers, None
+        for wake in wakers or ():
+            wake()
 
     def _wake_reader(self) -> None:
         # With the lock held.
@@ -144,6 +177,7 @@ class Channel:
             # bytes against the limit; given back if the write fails.
             self.accepted = accepted
             if not size or self._discard:
+                self._queued += size
                 return
             items = self._items
             if self._maxsize and len(items) >= self._maxsize:
@@ -152,8 +186,9 @@ class Channel:
                 except BaseException:
                     self.accepted -= size
                     raise
-                if self._discard:
-                    return
+            self._queued += size
+            if self._discard:
+                return
             items.append(data)
             if self._reader_waiting:
                 self._wake_reader()
@@ -192,6 +227,20 @@ class Channel:
                 writable.wait(remaining)
         finally:
             self._writers_waiting -= 1
+
+    def finish(self) -> int | None:
+        """End a body its producer completed: ``EOF``, or ``CUT`` when it is
+        shorter than ``limit``. Never blocks.
+
+        Returns how many bytes it fell short (0: complete), or None when it
+        had ended or been aborted already. Counts what was *queued*: a writer
+        still blocked on a full queue has not delivered its bytes.
+        """
+        with self._lock:
+            short = 0 if self.limit is None else max(0, self.limit - self._queued)
+            if not self._end_locked(CUT if short else EOF):
+                return None
+            return short
 
     def end(self, marker: _Marker = EOF) -> bool:
         """Queue the end of the body (``EOF`` or ``CUT``). Never blocks.
@@ -234,7 +283,10 @@ class Channel:
         Returns False when the channel was aborted already.
         """
         with self._lock:
-            return self._abort_locked(error, message)
+            aborted = self._abort_locked(error, message)
+        if self._wakers:
+            self._run_wakers()
+        return aborted
 
     def _abort_locked(self, error: type[LiveError], message: str) -> bool:
         if self._abort_error is not None:
@@ -252,17 +304,22 @@ class Channel:
         """Wake every ``Stream.wait`` without aborting (graceful shutdown)."""
         with self._lock:
             self._interrupt_locked()
+        if self._wakers:
+            self._run_wakers()
 
     def _interrupt_locked(self) -> None:
         self.shutting_down = True
         if self._interrupted is not None:
             self._interrupted.set()
 
-    def shut(self, marker: _Marker) -> bool:
-        """End the body for a shutdown: ``end(marker)`` that also wakes ``Stream.wait``."""
+    def shut(self) -> bool:
+        """End the body for a shutdown (``SHUT``); also wakes ``Stream.wait``."""
         with self._lock:
             self._interrupt_locked()
-            return self._end_locked(marker)
+            ended = self._end_locked(SHUT)
+        if self._wakers:
+            self._run_wakers()
+        return ended
 
     @property
     def aborted(self) -> bool:

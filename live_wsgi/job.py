@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import signals
-from .channel import COALESCE_LIMIT, CUT, EOF, Channel
+from .channel import COALESCE_LIMIT, CUT, Channel
 from .errors import (
     ClientDisconnected,
     CommitTimeout,
@@ -130,6 +130,7 @@ class Job:
         #: The exception that ended the app before the commit, for S to raise.
         self.error: BaseException | None = None
         self._started_response = False
+        self._abandoned = False
         self.started_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -253,6 +254,9 @@ class Job:
     def abandon(self) -> None:
         """S stops waiting for good (an exception reached it): cancel the job,
         or abort its stream so W's next write raises and ``stream.wait`` wakes."""
+        with self._lock:
+            self._abandoned = True
+            self.error = None  # nobody will raise it: no traceback kept
         if not self.cancel():
             self.channel.abort(
                 ClientDisconnected, "the server stopped waiting for this response"
@@ -264,12 +268,11 @@ class Job:
             self.channel.interrupt()
 
     def end_for_shutdown(self) -> None:
-        """Shutdown's grace is over: end the body, cleanly unless it is a download.
-
-        A download (a declared length, an attachment) ended early is cut,
-        never made to look complete (SPEC 8.3, 5.2).
-        """
-        self.channel.shut(CUT if self.response.is_download else EOF)
+        """Shutdown's grace is over: end the body. The server thread ends it
+        cleanly unless it is a download, which it cuts (SPEC 8.3, 5.2): it
+        decides once the response committed, so a download that had not
+        started yet is judged by the headers it then sends."""
+        self.channel.shut()
 
     # -- W side ----------------------------------------------------------------
 
@@ -423,10 +426,14 @@ class Job:
     def _on_commit(self, response: LiveResponse) -> None:
         # Called by response.commit() on W, with the response's commit lock held.
         with self._lock:
-            if self.state != RUNNING:
+            if self.state == TIMED_OUT:
                 raise CommitTimeout(
                     "the server thread stopped waiting for this response "
                     "(commit_timeout); the client was answered 504"
+                )
+            if self.state != RUNNING:
+                raise StreamClosed(
+                    f"this response can no longer be committed (the request {self.state})"
                 )
             if response.bodiless:
                 self.channel.discard()
@@ -442,7 +449,8 @@ class Job:
             if self.state != RUNNING:
                 return False
             self.state = FAILED
-            self.error = error
+            if not self._abandoned:
+                self.error = error
             self._open_latch()
             return True
 

@@ -221,6 +221,8 @@ class LiveMiddleware:
                 "time and may kill long streams at its timeout. Use gunicorn "
                 "-k gthread (or gevent), waitress, or another threaded server."
             )
+        if self._closing:  # the cheap check first; the atomic one below
+            return self._unavailable(environ, start_response)
         job = Job(
             self.app, environ, options, Snapshot.capture(options.exclusions),
             sender=self, default_content_type=self.default_content_type,
@@ -231,7 +233,7 @@ class LiveMiddleware:
             if not closing:
                 self._jobs.add(job)
         if closing:
-            job.response.detach()
+            job.cancel()  # never registered: its books entry is a no-op
             return self._unavailable(environ, start_response)
         future: Future[None] | None = None
         try:
@@ -242,6 +244,9 @@ class LiveMiddleware:
         except RuntimeError:  # the executor was shut down (or cannot start a thread)
             job.cancel()
             return self._unavailable(environ, start_response)
+        except BaseException:
+            job.cancel()
+            raise
         try:
             state = job.wait_commit(
                 options.queue_timeout, options.commit_timeout, self.probe_interval
@@ -255,12 +260,13 @@ class LiveMiddleware:
             response = job.response
             try:
                 start_response(response.status, response.wsgi_headers())
+                if response.bodiless:
+                    return NoBody(job)
+                return LiveBody(job, response.heartbeat, self.probe_interval)
             except BaseException:
+                # Nobody will read this body: the producer must not wait on it.
                 job.channel.abort(ClientDisconnected, "the server refused the response")
                 raise
-            if response.bodiless:
-                return NoBody(job)
-            return LiveBody(job, response.heartbeat, self.probe_interval)
         if state == FAILED:
             error = job.error
             job.error = None

@@ -137,18 +137,14 @@ class Stream:
             # never start; end the queue so nothing waits on it.
             channel.end(CUT)
             raise
-        if channel.ended:
-            return
-        limit = channel.limit
-        written = channel.accepted
-        if limit is not None and written < limit:
-            if channel.end(CUT):  # only the first closer reports it
-                raise ContentLengthError(
-                    f"the body ended after {written} of its declared "
-                    f"{limit} bytes (Content-Length); the client sees it incomplete"
-                )
-            return
-        channel.end()
+        short = channel.finish()
+        if short:  # only the first closer learns it
+            limit = channel.limit
+            assert limit is not None
+            raise ContentLengthError(
+                f"the body ended after {limit - short} of its declared "
+                f"{limit} bytes (Content-Length); the client sees it incomplete"
+            )
 
     def abort(self) -> None:
         """Stop now: drop what is queued and cut the connection.
@@ -185,6 +181,17 @@ class Stream:
         nobody listens any more.
         """
         return self._channel.interrupted.wait(timeout)
+
+    def add_waker(self, wake: Callable[[], object]) -> None:
+        """Call ``wake()`` (once, on another thread) when ``wait`` would return
+        early: the client left, the stream was aborted, or the middleware shuts
+        down. For producers parked on something else than ``wait`` (a queue, a
+        broker subscription); called at once if that already happened."""
+        self._channel.add_waker(wake)
+
+    def remove_waker(self, wake: Callable[[], object]) -> None:
+        """Forget a ``wake`` given to ``add_waker`` (no error if unknown)."""
+        self._channel.remove_waker(wake)
 
     # -- errors --------------------------------------------------------------
 

@@ -1114,3 +1114,61 @@ def test_shutdown_ends_an_event_stream_cleanly_with_its_farewell(live: Any) -> N
     assert [(e.event, e.data) for e in response.read_events(1, WAIT)] == [("bye", "farewell")]
     assert response.next_chunk(WAIT) is None  # a clean end
     response.close()
+
+
+@pytest.mark.parametrize("kind", ["declared length", "attachment"])
+def test_shutdown_cuts_a_download_that_had_not_started(live: Any, kind: str) -> None:
+    """SPEC 8.3, 5.2: a download still pending when shutdown ends it is judged by
+    the headers it commits with: cut, never a body that looks complete."""
+    parked, release = threading.Event(), threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        if kind == "attachment":
+            with send_stream("report.csv") as stream:
+                parked.set()
+                wait(release, "the shutdown")  # slow work before the first row
+                stream.write(b"id,name\n")  # commits, then finds the body ended
+        else:
+            response = current_response()
+            response.content_length = 100
+            parked.set()
+            wait(release, "the shutdown")
+            response.stream.write(b"x" * 10)
+        return []
+
+    mw = live(app)
+    result: list[Any] = []
+    server = threading.Thread(target=lambda: result.append(open_stream(mw)))
+    server.start()
+    wait(parked, "the producer")
+    (job,) = list(mw._jobs)
+    stopper = threading.Thread(target=mw.shutdown, kwargs={"grace": 0.01, "timeout": WAIT})
+    stopper.start()
+    deadline = time.monotonic() + WAIT
+    while not job.channel.ended and time.monotonic() < deadline:
+        threading.Event().wait(0.001)  # polling a flag with a deadline
+    release.set()
+    server.join(WAIT)
+    stopper.join(WAIT)
+    (response,) = result
+    with pytest.raises(ResponseAborted):
+        b"".join(chunks(response))
+    response.close()
+
+
+def test_an_executor_that_fails_to_submit_leaves_nothing_behind(live: Any) -> None:
+    """SPEC 5.4: whatever the executor's submit raises, the job leaves the books."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Broken(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            raise MemoryError("no room for the job")
+
+    executor = Broken(1)
+    try:
+        mw = live(lambda environ, sr: [b"x"], executor=executor)
+        with pytest.raises(MemoryError):
+            webtest_app(mw).get("/")
+        assert mw.active_streams == 0 and mw.wait_idle(0)
+    finally:
+        executor.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -503,3 +504,45 @@ def test_writers_on_many_threads_never_pass_the_declared_length(live: Any) -> No
     assert seen["written"] <= limit
     assert len(b"".join(received)) <= limit
     assert any(isinstance(exc, ContentLengthError) for exc in errors)
+
+
+def test_close_with_a_writer_still_blocked_is_short_not_complete(live: Any) -> None:
+    """SPEC 3.3, 5.2: bytes a writer has not delivered yet (blocked on a full queue)
+    do not count toward the declared length: close() cuts the body."""
+    seen = Recorder()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.content_length = 2 * len(BIG)
+        stream = response.stream
+        stream.write(BIG)  # fills the queue (queue_size=1; nobody reads yet)
+        helper = threading.Thread(target=lambda: _quietly(stream.write, BIG))
+        helper.start()
+        channel = stream._channel
+        deadline = time.monotonic() + WAIT
+        while not channel._writers_waiting and time.monotonic() < deadline:
+            threading.Event().wait(0.001)  # the helper is blocked: its bytes are not queued
+        try:
+            stream.close()
+        except ContentLengthError as exc:
+            seen["error"] = exc
+        closed.set()
+        helper.join(WAIT)
+        return []
+
+    closed = threading.Event()
+    mw = live(app, queue_size=1)
+    response = open_stream(mw)
+    wait(closed, "close()")  # the client reads nothing until then
+    received = []
+    with pytest.raises(ResponseAborted):
+        received.extend(chunks(response))
+    response.close()
+    assert mw.wait_idle(WAIT)
+    assert isinstance(seen["error"], ContentLengthError)
+    assert b"".join(received) == BIG
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    with contextlib.suppress(StreamClosed, ClientDisconnected):
+        fn(*args)
