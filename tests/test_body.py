@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import select
 import socket
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +17,9 @@ import pytest
 from live_wsgi import SSE, current_response
 from live_wsgi.body import HEARTBEAT, disconnect_probe
 
-from .support import Recorder, chunks, open_stream, wait
+from .realserver import ROOT
+from .support import WAIT, Recorder, chunks, open_stream, wait
+from .tls import LoopbackTLS, tcp_pair
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -117,6 +125,105 @@ def test_probe_sees_a_closed_client() -> None:
     client.close()
     assert probe() is True
     environ["gunicorn.socket"].close()
+
+
+@pytest.fixture(params=["tcp", "tls"])
+def connection(request: Any) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(server side, client side) of a loopback connection, plain TCP or TLS."""
+    pair: tuple[socket.socket, socket.socket]
+    pair = tcp_pair() if request.param == "tcp" else LoopbackTLS().connected_pair()
+    yield pair
+    for sock in pair:
+        sock.close()
+
+
+def _probe_for(sock: socket.socket) -> Callable[[], bool]:
+    probe = disconnect_probe({"gunicorn.socket": sock, "SERVER_PROTOCOL": "HTTP/1.1"})
+    assert probe is not None
+    return probe
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    """Until bytes the peer sent have reached ``sock`` (loopback is not instant)."""
+    assert select.select([sock], [], [], WAIT)[0], "the client's bytes never arrived"
+
+
+def _eventually(check: Callable[[], bool], what: str) -> None:
+    """Until ``check()`` holds, within the suite's deadline."""
+    deadline = time.monotonic() + WAIT
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {WAIT} s waiting for {what}"
+        select.select([], [], [], 0.01)
+
+
+def test_probe_leaves_a_client_with_pending_bytes_connected(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """SPEC 4.2: bytes waiting from the client (a pipelined request; a TLS record) are no
+    disconnect, over TLS too, and the probe reads none of them."""
+    server, client = connection
+    probe = _probe_for(server)
+    assert probe() is False
+    client.sendall(b"GET /next HTTP/1.1\r\n")  # half of the next request
+    _wait_readable(server)
+    assert probe() is False
+    assert probe() is False
+    received = b""
+    while len(received) < 20:  # through TLS where it is TLS: nothing was consumed
+        received += server.recv(20 - len(received))
+    assert received == b"GET /next HTTP/1.1\r\n"
+
+
+def test_probe_sees_a_client_that_closed_behind_pending_bytes(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """SPEC 4.2: a client that sent half a request and then closed is gone, though its
+    bytes are still unread."""
+    server, client = connection
+    probe = _probe_for(server)
+    client.sendall(b"GET /next HTTP/1.1\r\n")
+    client.close()
+    _eventually(probe, "the probe to see the client's close")
+
+
+def test_probe_sees_a_client_that_closed(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """SPEC 4.2: a client that closed an idle connection is gone, over TLS too."""
+    server, client = connection
+    probe = _probe_for(server)
+    assert probe() is False
+    client.close()
+    _eventually(probe, "the probe to see the client's close")
+
+
+GEVENT_PROBE = """
+import json, socket
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from live_wsgi.body import disconnect_probe
+
+server, client = socket.socketpair()
+probe = disconnect_probe({"gunicorn.socket": server, "SERVER_PROTOCOL": "HTTP/1.1"})
+switched = []
+gevent.spawn(switched.append, True)  # runs only if something yields to the hub
+results = [probe()]
+client.sendall(b"GET /next HTTP/1.1\\r\\n")
+results.append(probe())
+client.close()
+results.append(probe())
+print(json.dumps({"results": results, "yielded": bool(switched)}))
+"""
+
+
+def test_probe_never_yields_under_gevent() -> None:
+    """SPEC 4.2: under gevent's monkey-patching the probe runs to its answer without
+    yielding to the hub, and still sees a close behind pending bytes."""
+    done = subprocess.run([sys.executable, "-c", GEVENT_PROBE], cwd=ROOT, timeout=WAIT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"results": [False, False, True], "yielded": False}
 
 
 def test_probe_uses_waitress_check_and_skips_http2() -> None:

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from live_wsgi.body import HEARTBEAT
+
 from .realserver import Server, gunicorn, send_request, serve
+from .tls import LoopbackTLS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,6 +66,59 @@ def test_disconnect_frees_the_producer_on_every_server(any_server: Server) -> No
     result = any_server.get_json(f"/result?key={k}")
     assert result["outcome"] == "ClientDisconnected"
     assert result["idle"] is True and result["active"] == 0
+
+
+def test_idle_producer_learns_of_a_close_behind_unread_bytes(any_server: Server) -> None:
+    """SPEC 4.2: a client that sent half a pipelined request and then left is noticed by
+    the probe alone (a CSV download: no heartbeat, no write), on every server."""
+    _close_behind_unread_bytes(any_server)
+
+
+def _close_behind_unread_bytes(server: Server) -> None:
+    k = key()
+    response = server.get(f"/idle-csv?key={k}")
+    assert response.next_chunk() == b"id,value\n"
+    response.sock.sendall(b"GET /next HTTP/1.1\r\n")  # never finished, never read
+    response.close()
+    # The producer waits up to 60 s; /result gives up long before that.
+    result = server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "woke"
+    assert result["connected"] is False
+    assert result["idle"] is True and result["active"] == 0
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: Any) -> Iterator[Server]:
+    """gunicorn gthread speaking TLS (``--certfile``/``--keyfile``), a cert made here."""
+    tls = LoopbackTLS()
+    certfile, keyfile = tls.write_files(tmp_path_factory.mktemp("tls"))
+    with gunicorn(APP, "--certfile", certfile, "--keyfile", keyfile,
+                  tls=tls.client_context()) as srv:
+        yield srv
+
+
+def test_tls_client_with_unread_bytes_keeps_its_stream(tls_server: Server) -> None:
+    """SPEC 4.2: over TLS, bytes the client sent ahead (unread by the server) do not make
+    the probe call it gone: the stream goes on; its close then reaches the producer."""
+    k = key()
+    response = tls_server.get(f"/idle-sse?key={k}")
+    response.read_until(b"data: hello\n\n")
+    response.sock.sendall(b"GET /next HTTP/1.1\r\n")  # a TLS record the server leaves unread
+    # The server thread probes the socket before every heartbeat (live_app: every 0.5 s):
+    # these heartbeats come after probes that saw the unread record.
+    for _ in range(3):
+        assert response.next_chunk() == HEARTBEAT
+    response.close()
+    result = tls_server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "woke"
+    assert result["connected"] is False
+    assert result["idle"] is True and result["active"] == 0
+
+
+def test_tls_idle_producer_learns_of_disconnect(tls_server: Server) -> None:
+    """SPEC 4.2: over TLS the probe, never reading through TLS, sees a client that left,
+    also behind bytes it sent ahead."""
+    _close_behind_unread_bytes(tls_server)
 
 
 def test_sync_worker_warns_once(tmp_path: Any) -> None:
