@@ -226,6 +226,12 @@ class LiveBody:
             with contextlib.suppress(OSError):  # the client may be gone already
                 sock.shutdown(socket.SHUT_RDWR)
             raise StopIteration
+        if self._outcome == "disconnected":
+            # The probe (waitress's own check) saw the client gone: nothing can
+            # reach it, so there is nothing to cut. Raising would only make the
+            # server log an expected event as an error with a traceback
+            # (SPEC 5.3); waitress logs the end of the request at INFO.
+            raise StopIteration
         raise ResponseAborted(
             "live_wsgi ended this response incomplete (the app failed or "
             "aborted after the commit; the cause is on the 'live_wsgi' logger)"

@@ -272,3 +272,28 @@ def test_idle_producer_learns_of_disconnect_without_writes(live: Any) -> None:
     assert leftover == []
     assert seen["woken"] is True and seen["connected"] is False
     environ["gunicorn.socket"].close()
+
+
+def test_body_ends_quietly_when_waitress_says_the_client_left(live: Any) -> None:
+    """SPEC 5.3: once waitress's own check says the client left, the body just ends:
+    no ResponseAborted for the server to log as an error (there is nothing to cut)."""
+    gone = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        SSE(stream).write("hello")
+        stream.wait(30)  # idle: only the probe can tell the client left
+        return []
+
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder("/").get_environ()
+    environ.update({"wsgi.multithread": True, "waitress.client_disconnected": gone.is_set})
+    mw = live(app, probe_interval=0.05)
+    body = mw(environ, lambda status, headers, exc_info=None: None)
+    iterator = iter(body)
+    assert next(iterator) == b"data: hello\n\n"
+    gone.set()
+    assert list(iterator) == []  # ended, not raised
+    body.close()
+    assert mw.wait_idle(10)

@@ -8,6 +8,7 @@ a second request before producing chunk i+1.
 from __future__ import annotations
 
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from live_wsgi.body import HEARTBEAT
 
-from .realserver import Server, gunicorn, send_request, serve
+from .realserver import Server, gunicorn, read_until_output, send_request, serve, stop
 from .tls import LoopbackTLS
 
 pytestmark = pytest.mark.timeout(60)
@@ -119,6 +120,26 @@ def test_tls_idle_producer_learns_of_disconnect(tls_server: Server) -> None:
     """SPEC 4.2: over TLS the probe, never reading through TLS, sees a client that left,
     also behind bytes it sent ahead."""
     _close_behind_unread_bytes(tls_server)
+
+
+def test_waitress_logs_a_client_leaving_an_idle_stream_as_info() -> None:
+    """SPEC 5.3: a client that leaves an idle stream under waitress is an expected event:
+    waitress logs it at INFO, never as an ERROR with a traceback."""
+    with serve("waitress", APP, stderr=subprocess.PIPE, log_level="INFO") as srv:
+        k = key()
+        response = srv.get(f"/idle-sse?key={k}")
+        response.read_until(b"data: hello\n\n")
+        response.close()
+        result = srv.get_json(f"/result?key={k}")
+        assert result["outcome"] == "woke"  # the probe saw the client leave
+        # waitress says how the request ended, in either case: "Client disconnected
+        # while serving" (INFO), or "Exception while serving" (ERROR, traceback).
+        output = read_until_output(srv.proc, "while serving /idle-sse")
+        stop(srv.proc)
+        assert srv.proc.stderr is not None
+        output += srv.proc.stderr.read().decode()
+    assert "INFO waitress: Client disconnected while serving /idle-sse" in output, output
+    assert "ERROR" not in output and "Traceback" not in output, output
 
 
 def test_sync_worker_warns_once(tmp_path: Any) -> None:
