@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from live_wsgi import SSE, current_response
-from live_wsgi.body import HEARTBEAT, disconnect_probe
+from live_wsgi.body import HEARTBEAT, OPENING, disconnect_probe
 
 from .realserver import ROOT
 from .support import WAIT, Recorder, chunks, open_stream, wait
@@ -38,6 +38,7 @@ def test_heartbeat_on_silent_event_stream(live: Any) -> None:
     mw = live(app, heartbeat=0.05)
     started = open_stream(mw)
     body = chunks(started)
+    assert next(body) == OPENING
     assert next(body) == b"data: hello\n\n"
     assert next(body) == HEARTBEAT  # the producer is silent until the gate opens
     assert next(body) == HEARTBEAT
@@ -62,7 +63,8 @@ def test_per_response_heartbeat_override_and_none(live: Any) -> None:
     mw = live(app, heartbeat=None)
     started = open_stream(mw, "/fast")
     body = chunks(started)
-    next(body)
+    assert next(body) == OPENING
+    assert next(body) == b"data: x\n\n"
     assert next(body) == HEARTBEAT
     gate.set()
     started.close()
@@ -84,7 +86,7 @@ def test_no_heartbeat_inside_a_half_written_line(live: Any) -> None:
     started = open_stream(live(app, heartbeat=0.02, write_timeout=None))
     body = b"".join(chunks(started))
     started.close()
-    assert body.startswith(b"data: half line\n\n")
+    assert body.startswith(OPENING + b"data: half line\n\n")
 
 
 def test_no_heartbeat_for_other_content_types(live: Any) -> None:
@@ -105,6 +107,65 @@ def test_no_heartbeat_for_other_content_types(live: Any) -> None:
     assert b"".join(chunks(started)) == b"a,b\n1,2\n"
     started.close()
     assert gate.is_set()
+
+
+def test_event_stream_opens_before_its_first_event(live: Any) -> None:
+    """SPEC 2.1, 7.1: an event stream committed with no event yet hands the server a first
+    chunk at once (an SSE comment line), so the head reaches the client while the producer
+    still waits; no heartbeat needed."""
+    gate = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        stream = current_response().stream
+        sse = SSE(stream)
+        stream.write(b"")  # the commit
+        wait(gate, "gate")
+        sse.write("first")
+        return []
+
+    started = open_stream(live(app, heartbeat=None, probe_interval=None))
+    body = chunks(started)
+    first: list[bytes] = []
+    reader = threading.Thread(target=lambda: first.append(next(body)))
+    reader.start()
+    reader.join(WAIT / 2)  # well within the producer's own wait for the gate
+    gate.set()  # whatever happened, let the producer finish
+    reader.join(WAIT)
+    assert first == [OPENING]
+    assert b"".join(body) == b"data: first\n\n"
+    started.close()
+
+
+def test_opening_comment_is_its_own_first_chunk(live: Any) -> None:
+    """SPEC 7.1: the opening comment comes first and alone, whether or not an event was
+    already queued at the commit; the events follow byte for byte."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        SSE(current_response().stream).write("hello")  # commits with the event queued
+        return []
+
+    started = open_stream(live(app))
+    body = chunks(started)
+    assert next(body) == OPENING
+    assert b"".join(body) == b"data: hello\n\n"
+    started.close()
+
+
+def test_no_opening_comment_in_a_declared_length(live: Any) -> None:
+    """SPEC 2.3: an event stream of a length the app declared gets no extra byte."""
+    event = b"data: sized\n\n"
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        response = current_response()
+        response.headers["Content-Type"] = "text/event-stream"
+        response.content_length = len(event)
+        response.stream.write(event)
+        return []
+
+    started = open_stream(live(app))
+    assert started.headers["Content-Length"] == str(len(event))
+    assert b"".join(chunks(started)) == event
+    started.close()
 
 
 def _socket_environ() -> tuple[dict[str, Any], socket.socket]:
@@ -292,6 +353,7 @@ def test_body_ends_quietly_when_waitress_says_the_client_left(live: Any) -> None
     mw = live(app, probe_interval=0.05)
     body = mw(environ, lambda status, headers, exc_info=None: None)
     iterator = iter(body)
+    assert next(iterator) == OPENING
     assert next(iterator) == b"data: hello\n\n"
     gone.set()
     assert list(iterator) == []  # ended, not raised

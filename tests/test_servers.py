@@ -15,9 +15,18 @@ from typing import Any
 
 import pytest
 
-from live_wsgi.body import HEARTBEAT
+from live_wsgi.body import HEARTBEAT, OPENING
 
-from .realserver import Server, gunicorn, read_until_output, send_request, serve, stop
+from .realserver import (
+    Response,
+    Server,
+    gunicorn,
+    read_until_output,
+    send_request,
+    serve,
+    stop,
+)
+from .support import WAIT
 from .tls import LoopbackTLS
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,6 +151,26 @@ def test_waitress_logs_a_client_leaving_an_idle_stream_as_info() -> None:
     assert "ERROR" not in output and "Traceback" not in output, output
 
 
+def test_event_stream_head_arrives_before_the_first_event(any_server: Server) -> None:
+    """SPEC 2.1, 7.1: an event stream's status and headers reach the client at the commit,
+    before any event (so EventSource.onopen fires), on every server: the body opens
+    with an SSE comment line."""
+    k = key()
+    # The producer holds its first event until /ack (up to 10 s): the head must come
+    # well before that, with no event and no heartbeat to carry it.
+    sock = any_server.connect(timeout=WAIT / 2)
+    send_request(sock, f"/sse-gate?key={k}")
+    response = Response(sock)
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.next_chunk() == OPENING
+    any_server.get_json(f"/ack?key={k}&i=0")
+    assert response.read_all() == b"data: first\n\n"
+    assert response.complete
+    response.close()
+    assert any_server.get_json(f"/result?key={k}")["outcome"] == "done"
+
+
 def test_sync_worker_warns_once(tmp_path: Any) -> None:
     """SPEC 8.2: under gunicorn's sync worker live_wsgi warns, once."""
     log_path = tmp_path / "stderr.txt"
@@ -165,7 +194,7 @@ def test_sigterm_ends_200_streams_with_a_farewell() -> None:
                   env={"LIVE_WSGI_SHUTDOWN_GRACE": str(grace)}) as srv:
         responses = [srv.get("/farewell") for _ in range(200)]
         for response in responses:
-            assert response.next_chunk() == b"data: hello\n\n"
+            assert response.read_until(b"data: hello\n\n") == OPENING + b"data: hello\n\n"
         started = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         for response in responses:
@@ -229,13 +258,15 @@ def test_stalled_client_trips_write_timeout(server: Server) -> None:
     assert result["idle"] is True
 
 
-@pytest.mark.parametrize("route", ["/idle-sse", "/idle-csv"])
-def test_idle_producer_learns_of_disconnect(server: Server, route: str) -> None:
+@pytest.mark.parametrize(("route", "first"), [
+    ("/idle-sse", OPENING + b"data: hello\n\n"),
+    ("/idle-csv", b"id,value\n"),
+])  # fmt: skip
+def test_idle_producer_learns_of_disconnect(server: Server, route: str, first: bytes) -> None:
     """SPEC 4.2, 3.6: a producer only in stream.wait(60) returns within 3 s of a disconnect."""
     k = key()
     response = server.get(f"{route}?key={k}")
-    first = response.next_chunk()
-    assert first in (b"data: hello\n\n", b"id,value\n")
+    assert response.read_until(first) == first
     response.close()
     result = server.get_json(f"/result?key={k}")
     assert result["outcome"] == "woke"
