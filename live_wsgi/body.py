@@ -10,6 +10,9 @@ chunk.
 ``close()`` before the end is an abort: the client went away (or the server
 gave up on it), so the producer's next write raises ``ClientDisconnected``.
 
+A ``text/event-stream`` body opens with an SSE comment line, so the server
+sends the head at the commit, not with the first event.
+
 While the producer is silent the server thread still wakes every ``tick``:
 for ``text/event-stream`` it sends a heartbeat comment after ``heartbeat``
 seconds of silence, and where the server exposes the client socket (or
@@ -35,6 +38,13 @@ if TYPE_CHECKING:
 #: What a heartbeat sends: an SSE comment line, ignored by every client.
 HEARTBEAT = b": heartbeat\n"
 
+#: The first chunk of every live ``text/event-stream`` body: an empty SSE
+#: comment line. Servers send the status line and headers only with the
+#: first body bytes (PEP 3333 asks them to wait), so without it an app that
+#: commits and then waits for its first event keeps the head from the
+#: browser, and ``EventSource.onopen`` from firing, until that event.
+OPENING = b":\n"
+
 class LiveBody:
     """The iterable returned to the server for a live response with a body.
 
@@ -44,8 +54,8 @@ class LiveBody:
         None for never.
     """
 
-    __slots__ = ("_closed", "_finished", "_heartbeat", "_job", "_last", "_outcome",
-                 "_probe", "_silent", "_take", "_tick", "bytes_sent")  # fmt: skip
+    __slots__ = ("_closed", "_finished", "_heartbeat", "_job", "_last", "_opening",
+                 "_outcome", "_probe", "_silent", "_take", "_tick", "bytes_sent")  # fmt: skip
 
     def __init__(
         self,
@@ -55,9 +65,13 @@ class LiveBody:
     ) -> None:
         self._job = job
         self._take = job.channel.take
-        content_type = job.response.header("Content-Type")
-        if not content_type.lower().startswith("text/event-stream"):
+        response = job.response
+        event_stream = response.header("Content-Type").lower().startswith("text/event-stream")
+        if not event_stream:
             heartbeat = None
+        # At the start of the body, so at a line boundary; never in a body of
+        # a length the app declared, nor one the app returned whole.
+        self._opening = event_stream and response.content_length is None and not job.whole
         self._heartbeat = heartbeat
         self._probe = disconnect_probe(job.environ) if probe_interval else None
         ticks = [t for t in (heartbeat, probe_interval if self._probe else None) if t]
@@ -76,6 +90,10 @@ class LiveBody:
     def __next__(self) -> bytes:
         if self._finished:
             raise StopIteration  # and again for every later call, never a block
+        if self._opening:
+            self._opening = False
+            self.bytes_sent += len(OPENING)
+            return OPENING
         take = self._take
         while True:
             item = take(self._tick)
@@ -127,6 +145,12 @@ class LiveBody:
         if sock is not None:
             with contextlib.suppress(OSError):  # the client may be gone already
                 sock.shutdown(socket.SHUT_RDWR)
+            raise StopIteration
+        if self._outcome == "disconnected":
+            # The probe (waitress's own check) saw the client gone: nothing can
+            # reach it, so there is nothing to cut. Raising would only make the
+            # server log an expected event as an error with a traceback
+            # (SPEC 5.3); waitress logs the end of the request at INFO.
             raise StopIteration
         raise ResponseAborted(
             "live_wsgi ended this response incomplete (the app failed or "

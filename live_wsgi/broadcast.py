@@ -48,9 +48,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+from .body import HEARTBEAT, OPENING
 from .errors import LiveError
 from .probe import disconnect_probe
-from .sse import CONTENT_TYPE, encode_comment, encode_event, last_event_id
+from .sse import CONTENT_TYPE, encode_event, last_event_id
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -588,10 +589,6 @@ def broker_from_url(url: str, **options: Any) -> Broker:
 
 # -- The fan-out response -------------------------------------------------------
 
-#: An SSE comment the fan-out body opens with: the head and a first byte go
-#: out at once, so the browser's EventSource.onopen fires before any event.
-OPENING = b": live\n\n"
-HEARTBEAT = encode_comment("heartbeat")
 
 
 class FanOutApp:

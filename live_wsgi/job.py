@@ -131,6 +131,9 @@ class Job:
         self.error: BaseException | None = None
         self._started_response = False
         self._abandoned = False
+        #: The app returned its whole body (a list) before any write: the
+        #: response leaves as the app made it (SPEC 2.3), no opening comment.
+        self.whole = False
         self.started_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -364,6 +367,7 @@ class Job:
         response = self.response
         if response.committed:
             return
+        self.whole = True
         size = _byte_size(body)
         if size is None:
             return

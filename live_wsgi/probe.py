@@ -5,13 +5,17 @@ app has not committed yet send nothing, so a client that left would go
 unnoticed until the next write. Where the server exposes the client socket
 (``gunicorn.socket``, ``werkzeug.socket``) or a disconnect check
 (``waitress.client_disconnected``), the server thread asks it every
-``probe_interval`` instead (SPEC 4.2).
+``probe_interval`` instead (SPEC 4.2). The probe asks the kernel, never
+reads through TLS, and never yields to gevent's hub.
 """
 
 from __future__ import annotations
 
+import _socket
+import functools
 import select
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -31,30 +35,79 @@ def client_socket(environ: dict[str, object]) -> socket.socket | None:
 
 
 def disconnect_probe(environ: dict[str, Any]) -> Callable[[], bool] | None:
-    """A check that tells, without writing, whether the client has left."""
+    """A check that tells, without writing or consuming a byte, whether the client has left."""
     check = environ.get("waitress.client_disconnected")
     if callable(check):
         return check  # type: ignore[no-any-return]
     sock = client_socket(environ)
     if sock is None:
         return None
-    # gevent wraps the real socket; peek on that one so the call never yields.
+    # gevent's socket wraps the real one in ``_sock``: probe that one, with
+    # the OS's own poll/select, so the probe never yields to gevent's hub.
     raw = getattr(sock, "_sock", sock)
+    if not isinstance(raw, _socket.socket):
+        return None
+    poll = _unpatched("poll")
+    if poll is not None:
+        return functools.partial(_poll_probe, raw, poll)
+    return functools.partial(_select_probe, raw, _unpatched("select"))
 
-    def probe() -> bool:
+
+#: Where the OS reports it (Linux), POLLRDHUP: the client shut its side down
+#: (sent its FIN), even with bytes of its still unread in front of the FIN.
+_POLLRDHUP: int = getattr(select, "POLLRDHUP", 0)
+#: A peek that never blocks (MSG_DONTWAIT is missing on Windows, where the
+#: peek only follows a select() that found the socket readable).
+_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+
+
+def _unpatched(name: str) -> Any:
+    """``select.<name>`` as the OS provides it, also under gevent's monkey-patching."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
         try:
-            if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(raw.fileno(), select.POLLIN | select.POLLPRI)
-                if not poller.poll(0):
-                    return False
-            elif not select.select([raw], [], [], 0)[0]:
-                return False
-            # Readable: either the next pipelined request, or the end.
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except (OSError, ValueError):
-            return True  # reset, or closed under us
+            return monkey.get_original("select", name)
+        except AttributeError:
+            return None
+    return getattr(select, name, None)
 
-    return probe
+
+def _poll_probe(raw: _socket.socket, poll: Callable[[], Any]) -> bool:
+    fd = raw.fileno()
+    if fd < 0:
+        return True  # closed under us
+    poller = poll()
+    poller.register(fd, select.POLLIN | _POLLRDHUP)
+    events = poller.poll(0)
+    if not events:
+        return False  # connected and idle
+    # POLLIN alone is no disconnect: a pipelined request, or any TLS record,
+    # waiting to be read, raises it too.
+    if events[0][1] & (_POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+        return True
+    if _POLLRDHUP:
+        return False  # only bytes waiting: the client is still there
+    return _peek_is_eof(raw)
+
+
+def _select_probe(raw: _socket.socket, select_: Callable[..., Any]) -> bool:
+    if raw.fileno() < 0:
+        return True
+    if not select_([raw], [], [], 0)[0]:
+        return False
+    return _peek_is_eof(raw)
+
+
+def _peek_is_eof(raw: _socket.socket) -> bool:
+    """Readable, without POLLRDHUP to tell why: peek at the TCP bytes.
+
+    ``_socket.socket.recv`` reads the socket itself, below TLS (an
+    ``SSLSocket`` refuses flags) and below gevent. A close that follows
+    unread bytes stays unseen here until those bytes are read.
+    """
+    try:
+        return _socket.socket.recv(raw, 1, _PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # reset

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,12 +36,18 @@ def listening_socket() -> socket.socket:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.proc = proc
         self.port = port
+        #: The client side's TLS context when the server speaks TLS.
+        self.tls = tls
 
     def connect(self, timeout: float = WAIT) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if self.tls is not None:
+            return self.tls.wrap_socket(sock, server_hostname="127.0.0.1")
+        return sock
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         """One request on a new connection; returns once the headers arrived."""
@@ -57,8 +66,12 @@ class Server:
 
 @contextmanager
 def gunicorn(app: str, *args: str, env: dict[str, str] | None = None,
-             stderr: Any = None) -> Iterator[Server]:
-    """``gunicorn app`` (gthread by default) on a fresh loopback port."""
+             stderr: Any = None, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """``gunicorn app`` (gthread by default) on a fresh loopback port.
+
+    With ``--certfile``/``--keyfile`` in ``args`` it speaks TLS: pass the
+    client's context as ``tls``.
+    """
     listener = listening_socket()
     port = listener.getsockname()[1]
     fd = listener.fileno()
@@ -73,14 +86,18 @@ def gunicorn(app: str, *args: str, env: dict[str, str] | None = None,
     )
     listener.close()
     try:
-        yield Server(proc, port)
+        yield Server(proc, port, tls)
     finally:
         stop(proc)
 
 
 @contextmanager
-def serve(kind: str, app: str) -> Iterator[Server]:
-    """``app`` under a real server of ``kind``: gthread, gevent, waitress, werkzeug."""
+def serve(kind: str, app: str, stderr: Any = None,
+          log_level: str | None = None) -> Iterator[Server]:
+    """``app`` under a real server of ``kind``: gthread, gevent, waitress, werkzeug.
+
+    ``log_level`` (waitress, werkzeug) logs to stderr from that level on.
+    """
     if kind == "gthread":
         with gunicorn(app) as server:
             yield server
@@ -91,9 +108,12 @@ def serve(kind: str, app: str) -> Iterator[Server]:
         return
     listener = listening_socket()
     fd = listener.fileno()
+    argv = [sys.executable, "-m", "tests.serve", kind, str(fd), app]
+    if log_level is not None:
+        argv.append(log_level)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.serve", kind, str(fd), app],
-        pass_fds=(fd,), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        argv, pass_fds=(fd,), cwd=ROOT, stderr=stderr,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     port = listener.getsockname()[1]
     listener.close()
@@ -112,6 +132,23 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = WAIT) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+def read_until_output(proc: subprocess.Popen[bytes], text: str,
+                      timeout: float = WAIT) -> str:
+    """Read the process's stderr pipe until ``text`` shows up; what was read so far."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    deadline = time.monotonic() + timeout
+    output = b""
+    while text.encode() not in output:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {text!r} within {timeout} s in:\n{output.decode()}"
+        if select.select([fd], [], [], remaining)[0]:
+            data = os.read(fd, 65536)
+            assert data, f"the process ended without {text!r}:\n{output.decode()}"
+            output += data
+    return output.decode()
 
 
 def send_request(sock: socket.socket, path: str, method: str = "GET",

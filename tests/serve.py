@@ -1,17 +1,23 @@
-"""Run a WSGI app on an inherited listening socket: ``python -m tests.serve KIND FD APP``.
+"""Run a WSGI app on an inherited listening socket: ``python -m tests.serve KIND FD APP [LEVEL]``.
 
-KIND is ``waitress`` or ``werkzeug``; gunicorn takes ``fd://`` itself.
+KIND is ``waitress`` or ``werkzeug``; gunicorn takes ``fd://`` itself. With
+LEVEL (``INFO``, ``DEBUG``…) every logger logs to stderr from that level on,
+one ``LEVEL logger: message`` line each (tracebacks follow theirs).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import socket
 import sys
 
 
 def main() -> None:
     kind, fd, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if len(sys.argv) > 4:
+        logging.basicConfig(level=sys.argv[4].upper(),
+                            format="%(levelname)s %(name)s: %(message)s")
     module, _, name = target.partition(":")
     app = getattr(importlib.import_module(module), name)
     if kind == "waitress":

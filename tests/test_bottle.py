@@ -72,7 +72,7 @@ def test_writing_callback_and_route_options(bottle_app: Any) -> None:
     app, plugin, _seen = bottle_app
     response = webtest_app(app, lint=True).get("/events?q=x")
     assert response.headers["Content-Type"] == "text/event-stream"
-    assert response.text == 'data: {"q":"x"}\n\n'
+    assert response.text == ':\ndata: {"q":"x"}\n\n'  # the opening comment, then the event
     assert "X-Too-Late" not in response.headers
     assert plugin.middleware.options_for(
         {"PATH_INFO": "/events", "REQUEST_METHOD": "GET"}).heartbeat == 5.0

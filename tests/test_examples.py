@@ -25,6 +25,7 @@ def test_demo_page_and_streams_under_gunicorn() -> None:
             assert route in html
         clock = server.get("/clock")
         assert clock.headers["content-type"] == "text/event-stream"
+        assert clock.next_chunk() == b":\n"  # the opening comment: the head leaves at once
         first = clock.next_chunk()
         assert first is not None and b"event: tick" in first and b"open_streams" in first
         log = server.get("/log")

@@ -126,6 +126,7 @@ def test_request_g_session_url_for_and_teardown(flask_app: Any, caplog: Any) -> 
     response = webtest_app(app, lint=True).get("/events", headers={"X-User": "ada"})
     assert response.headers["Content-Type"] == "text/event-stream"
     assert response.text == (
+        ":\n"  # the opening comment of every live event stream
         'event: hello\ndata: {"user":"ada","path":"/events","url":"/plain"}\n\n'
         'event: hello\ndata: {"n":2}\n\n'
     )

@@ -104,7 +104,7 @@ def run_request(mw: Any, method: str = "GET") -> tuple[weakref.ref[Any], bytes]:
     [
         (list_body, "GET", b"ok"),
         (generator_body, "GET", b"ok"),
-        (stream_writes, "GET", b"data: one\n\nevent: tick\ndata: two\n\n"),
+        (stream_writes, "GET", b":\ndata: one\n\nevent: tick\ndata: two\n\n"),
         (generator_body, "HEAD", b""),
         (fails_after_commit, "GET", b"partial"),
     ],

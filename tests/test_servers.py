@@ -8,13 +8,26 @@ a second request before producing chunk i+1.
 from __future__ import annotations
 
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .realserver import Server, gunicorn, send_request, serve
+from live_wsgi.body import HEARTBEAT, OPENING
+
+from .realserver import (
+    Response,
+    Server,
+    gunicorn,
+    read_until_output,
+    send_request,
+    serve,
+    stop,
+)
+from .support import WAIT
+from .tls import LoopbackTLS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,6 +78,99 @@ def test_disconnect_frees_the_producer_on_every_server(any_server: Server) -> No
     assert result["idle"] is True and result["active"] == 0
 
 
+def test_idle_producer_learns_of_a_close_behind_unread_bytes(any_server: Server) -> None:
+    """SPEC 4.2: a client that sent half a pipelined request and then left is noticed by
+    the probe alone (a CSV download: no heartbeat, no write), on every server."""
+    _close_behind_unread_bytes(any_server)
+
+
+def _close_behind_unread_bytes(server: Server) -> None:
+    k = key()
+    response = server.get(f"/idle-csv?key={k}")
+    assert response.next_chunk() == b"id,value\n"
+    response.sock.sendall(b"GET /next HTTP/1.1\r\n")  # never finished, never read
+    response.close()
+    # The producer waits up to 60 s; /result gives up long before that.
+    result = server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "woke"
+    assert result["connected"] is False
+    assert result["idle"] is True and result["active"] == 0
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: Any) -> Iterator[Server]:
+    """gunicorn gthread speaking TLS (``--certfile``/``--keyfile``), a cert made here."""
+    tls = LoopbackTLS()
+    certfile, keyfile = tls.write_files(tmp_path_factory.mktemp("tls"))
+    with gunicorn(APP, "--certfile", certfile, "--keyfile", keyfile,
+                  tls=tls.client_context()) as srv:
+        yield srv
+
+
+def test_tls_client_with_unread_bytes_keeps_its_stream(tls_server: Server) -> None:
+    """SPEC 4.2: over TLS, bytes the client sent ahead (unread by the server) do not make
+    the probe call it gone: the stream goes on; its close then reaches the producer."""
+    k = key()
+    response = tls_server.get(f"/idle-sse?key={k}")
+    response.read_until(b"data: hello\n\n")
+    response.sock.sendall(b"GET /next HTTP/1.1\r\n")  # a TLS record the server leaves unread
+    # The server thread probes the socket before every heartbeat (live_app: every 0.5 s):
+    # these heartbeats come after probes that saw the unread record.
+    for _ in range(3):
+        assert response.next_chunk() == HEARTBEAT
+    response.close()
+    result = tls_server.get_json(f"/result?key={k}")
+    assert result["outcome"] == "woke"
+    assert result["connected"] is False
+    assert result["idle"] is True and result["active"] == 0
+
+
+def test_tls_idle_producer_learns_of_disconnect(tls_server: Server) -> None:
+    """SPEC 4.2: over TLS the probe, never reading through TLS, sees a client that left,
+    also behind bytes it sent ahead."""
+    _close_behind_unread_bytes(tls_server)
+
+
+def test_waitress_logs_a_client_leaving_an_idle_stream_as_info() -> None:
+    """SPEC 5.3: a client that leaves an idle stream under waitress is an expected event:
+    waitress logs it at INFO, never as an ERROR with a traceback."""
+    with serve("waitress", APP, stderr=subprocess.PIPE, log_level="INFO") as srv:
+        k = key()
+        response = srv.get(f"/idle-sse?key={k}")
+        response.read_until(b"data: hello\n\n")
+        response.close()
+        result = srv.get_json(f"/result?key={k}")
+        assert result["outcome"] == "woke"  # the probe saw the client leave
+        # waitress says how the request ended, in either case: "Client disconnected
+        # while serving" (INFO), or "Exception while serving" (ERROR, traceback).
+        output = read_until_output(srv.proc, "while serving /idle-sse")
+        stop(srv.proc)
+        assert srv.proc.stderr is not None
+        output += srv.proc.stderr.read().decode()
+    assert "INFO waitress: Client disconnected while serving /idle-sse" in output, output
+    assert "ERROR" not in output and "Traceback" not in output, output
+
+
+def test_event_stream_head_arrives_before_the_first_event(any_server: Server) -> None:
+    """SPEC 2.1, 7.1: an event stream's status and headers reach the client at the commit,
+    before any event (so EventSource.onopen fires), on every server: the body opens
+    with an SSE comment line."""
+    k = key()
+    # The producer holds its first event until /ack (up to 10 s): the head must come
+    # well before that, with no event and no heartbeat to carry it.
+    sock = any_server.connect(timeout=WAIT / 2)
+    send_request(sock, f"/sse-gate?key={k}")
+    response = Response(sock)
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.next_chunk() == OPENING
+    any_server.get_json(f"/ack?key={k}&i=0")
+    assert response.read_all() == b"data: first\n\n"
+    assert response.complete
+    response.close()
+    assert any_server.get_json(f"/result?key={k}")["outcome"] == "done"
+
+
 def test_sync_worker_warns_once(tmp_path: Any) -> None:
     """SPEC 8.2: under gunicorn's sync worker live_wsgi warns, once."""
     log_path = tmp_path / "stderr.txt"
@@ -88,7 +194,7 @@ def test_sigterm_ends_200_streams_with_a_farewell() -> None:
                   env={"LIVE_WSGI_SHUTDOWN_GRACE": str(grace)}) as srv:
         responses = [srv.get("/farewell") for _ in range(200)]
         for response in responses:
-            assert response.next_chunk() == b"data: hello\n\n"
+            assert response.read_until(b"data: hello\n\n") == OPENING + b"data: hello\n\n"
         started = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         for response in responses:
@@ -152,13 +258,15 @@ def test_stalled_client_trips_write_timeout(server: Server) -> None:
     assert result["idle"] is True
 
 
-@pytest.mark.parametrize("route", ["/idle-sse", "/idle-csv"])
-def test_idle_producer_learns_of_disconnect(server: Server, route: str) -> None:
+@pytest.mark.parametrize(("route", "first"), [
+    ("/idle-sse", OPENING + b"data: hello\n\n"),
+    ("/idle-csv", b"id,value\n"),
+])  # fmt: skip
+def test_idle_producer_learns_of_disconnect(server: Server, route: str, first: bytes) -> None:
     """SPEC 4.2, 3.6: a producer only in stream.wait(60) returns within 3 s of a disconnect."""
     k = key()
     response = server.get(f"{route}?key={k}")
-    first = response.next_chunk()
-    assert first in (b"data: hello\n\n", b"id,value\n")
+    assert response.read_until(first) == first
     response.close()
     result = server.get_json(f"/result?key={k}")
     assert result["outcome"] == "woke"

@@ -154,6 +154,7 @@ def test_defaults_and_overrides_one_write_per_event(live: Any) -> None:
     response = webtest_app(live(app), lint=True).get("/")
     assert response.headers["Content-Type"] == "text/event-stream"
     assert response.body == (
+        b":\n"  # the opening comment of every live event stream (not a write)
         b"retry: 3000\nevent: update\nid: 1\ndata: a\n\n"
         b"retry: 10\nevent: other\nid: 2\ndata: b\n\n"
         b"retry: 3000\nevent: update\nid: 1\ndata: c\n\n"

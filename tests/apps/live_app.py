@@ -96,6 +96,21 @@ def produce_until_shutdown() -> None:
         sse.write("see you soon", event="farewell")
 
 
+def produce_event_after_gate(key: str) -> None:
+    """Commit an event stream with an empty write, then stay silent until /ack?i=0."""
+    from live_wsgi import SSE
+
+    response = current_response()
+    response.heartbeat = None  # no heartbeat may carry the head out early
+    sse = SSE(response.stream)
+    response.stream.write(b"")  # the commit, with no event yet
+    if not event(f"{key}:ack:0").wait(WAIT):
+        finish(key, outcome="no ack")
+        return
+    sse.write("first")
+    finish(key, outcome="done")
+
+
 def live_routes(environ: dict[str, Any], start_response: Any) -> Any:
     path = environ["PATH_INFO"]
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -108,6 +123,9 @@ def live_routes(environ: dict[str, Any], start_response: Any) -> Any:
         return []
     if path in ("/idle-sse", "/idle-csv"):
         produce_idle(key, sse=path == "/idle-sse")
+        return []
+    if path == "/sse-gate":
+        produce_event_after_gate(key)
         return []
     if path == "/farewell":
         produce_until_shutdown()
