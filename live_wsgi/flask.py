@@ -18,12 +18,15 @@
         # nothing to return: the response was streamed
 
 Only requests routed to a ``@live`` view hop to a worker; every other request
-runs as before, with no hop. A live request runs the *whole* Flask dispatch
-on the worker: ``request``, ``g``, ``session``, ``url_for`` and the loggers
-work in the view, and the request context stays open until the stream has
-ended, so a returned generator needs no ``stream_with_context`` and
-``teardown_request`` / ``teardown_appcontext`` functions run after the last
-byte, on the worker thread.
+runs as before, with no hop. A live request runs ``app.wsgi_app`` as it was
+when ``Live`` was installed on the worker: any WSGI middleware wrapped around
+it before (``ProxyFix``, Sentry's, a dispatcher) and then Flask's own
+``wsgi_app``, exactly as for the other requests. ``request``, ``g``,
+``session``, ``url_for`` and the loggers work in the view, and the request
+context of a live view stays open until the stream has ended, so a returned
+generator needs no ``stream_with_context`` and ``teardown_request`` /
+``teardown_appcontext`` functions run after the last byte, on the worker
+thread.
 
 What a live view returns:
 
@@ -43,18 +46,20 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from .middleware import LiveMiddleware
 from .response import LiveResponse, current_response
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask.ctx import RequestContext
 
 log = logging.getLogger("live_wsgi")
 
@@ -62,6 +67,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "_live_wsgi_options"
 #: Headers Flask adds on its own after a view; not worth a warning.
 _QUIET = frozenset({"content-length", "vary", "content-type"})
+
+
+class _LiveRequest:
+    """What the extension keeps about the live request running on this worker."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self) -> None:
+        #: Flask's request context, held open by the live view until the
+        #: stream has ended (``Live._run_live`` pops it).
+        self.ctx: RequestContext | None = None
+
+
+#: Set on the worker while ``Live`` runs a live request; the job's own Context
+#: keeps it from any other request.
+_live_request: ContextVar[_LiveRequest] = ContextVar("live_wsgi.flask.live_request")
 
 
 def live(view: F | None = None, **options: Any) -> Any:
@@ -74,6 +95,15 @@ def live(view: F | None = None, **options: Any) -> Any:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            state = _live_request.get(None)
+            if state is None:  # not run live by Live (called by another view, say)
+                return view(*args, **kwargs)
+            if state.ctx is None:
+                # Push Flask's request context once more: when Flask's
+                # wsgi_app pops it on its way out, it stays open (no teardown
+                # yet) until the stream has ended and _run_live pops it.
+                state.ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+                state.ctx.push()
             response = current_response()
             try:
                 rv = view(*args, **kwargs)
@@ -162,7 +192,9 @@ class Live:
         if "live_wsgi" in app.extensions:
             raise RuntimeError("live_wsgi.flask.Live is already installed on this app")
         self.app = app
-        self._plain = app.wsgi_app
+        # Flask's wsgi_app, or the middleware already wrapped around it
+        # (ProxyFix, Sentry...): every request, live or not, runs through it.
+        self._stack: WSGIApplication = app.wsgi_app
         self.middleware = LiveMiddleware(self._wsgi, when=self._live_options, **self.options)
         app.wsgi_app = self.middleware  # type: ignore[method-assign]
         app.extensions["live_wsgi"] = self
@@ -189,43 +221,49 @@ class Live:
 
     def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if "live_wsgi.response" not in environ:
-            return self._plain(environ, start_response)  # not live: Flask as usual
-        return self._dispatch_live(environ, start_response)
+            return self._stack(environ, start_response)  # not live: Flask as usual
+        return self._run_live(environ, start_response)
 
-    def _dispatch_live(
+    def _run_live(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        """Flask's ``wsgi_app``, keeping the request context open until the end."""
+        """Run the stack on this worker and stream its body; end the request context last.
+
+        Flask's own ``wsgi_app`` dispatches, handles errors before the commit
+        and pops its request context on its way out; a live view pushed that
+        context once more (see ``live``), so it stays open while the body
+        streams and its teardown runs here, after the last byte, with the
+        error that ended the stream.
+        """
         app = self.app
         assert app is not None
         stream = current_response().stream
-        ctx = app.request_context(environ)
+        # Flask's test client (``with client:``) and Werkzeug's debugger would
+        # push the request's contexts again on their own thread while this
+        # worker still holds them: a live request keeps its contexts here.
+        environ.pop("werkzeug.debug.preserve_context", None)
+        state = _LiveRequest()
+        token = _live_request.set(state)
         error: BaseException | None = None
         try:
+            body = self._stack(environ, start_response)
             try:
-                ctx.push()
-                response = app.full_dispatch_request()
-            except Exception as exc:
-                error = exc
-                response = app.handle_exception(exc)
-            except BaseException:
-                error = sys.exc_info()[1]
-                raise
-            try:
-                body = response(environ, start_response)
-                try:
-                    for chunk in body:
-                        stream.write(chunk)
-                finally:
-                    close = getattr(body, "close", None)
-                    if close is not None:
-                        close()
-                stream.close()
-            except BaseException as exc:
-                error = exc
-                raise
-            return []
+                for chunk in body:
+                    stream.write(chunk)
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+            stream.close()
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            if error is not None and app.should_ignore_error(error):
-                error = None
-            ctx.pop(error)
+            _live_request.reset(token)
+            ctx = state.ctx
+            if ctx is not None:
+                if error is not None and app.should_ignore_error(error):
+                    error = None
+                ctx.pop(error)
+            error = None  # no traceback cycle through this frame
+        return []

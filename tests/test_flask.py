@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, g, request, session, url_for
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from live_wsgi import SSE, ResponseAborted, current_response, send_stream
 from live_wsgi.flask import Live, live
@@ -203,3 +204,56 @@ def test_installing_twice_is_refused() -> None:
     with pytest.raises(RuntimeError, match="already installed"):
         Live(app)
     ext.shutdown()
+
+
+def recording(wsgi_app: Any, seen: list[Any]) -> Any:
+    """A WSGI middleware like Sentry's: sees each call and the errors that leave the app."""
+
+    def middleware(environ: Any, start_response: Any) -> Any:
+        seen.append(("called", environ["PATH_INFO"], threading.current_thread().name))
+        try:
+            return wsgi_app(environ, start_response)
+        except Exception as exc:
+            seen.append(("raised", type(exc).__name__))
+            raise
+
+    return middleware
+
+
+def test_middleware_around_wsgi_app_runs_for_live_views() -> None:
+    """SPEC 1.2: middleware wrapped around app.wsgi_app (ProxyFix, Sentry) runs for live views."""
+    app = Flask(__name__)
+    seen: list[Any] = []
+    app.wsgi_app = recording(app.wsgi_app, seen)  # type: ignore[method-assign]
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+
+    @app.get("/plain")
+    def plain() -> str:
+        return f"{request.remote_addr} {request.scheme}"
+
+    @app.get("/live")
+    @live
+    def live_view() -> None:
+        current_response().stream.write(f"{request.remote_addr} {request.scheme}")
+
+    @app.get("/live-fails")
+    @live
+    def live_fails() -> None:
+        current_response().stream.write("part")
+        raise RuntimeError("broke mid-stream")
+
+    ext = Live(app, max_workers=2)
+    try:
+        client = webtest_app(app)
+        forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+        assert client.get("/plain", headers=forwarded).text == "203.0.113.7 https"
+        assert client.get("/live", headers=forwarded).text == "203.0.113.7 https"
+        assert seen[1][:2] == ("called", "/live") and seen[1][2].startswith("live_wsgi")
+        started = open_stream(app, "/live-fails")
+        with pytest.raises(ResponseAborted):
+            started.read_all()
+        started.close()
+        assert ext.middleware.wait_idle(10)
+        assert seen[-1] == ("raised", "RuntimeError")  # the stack saw the error leave
+    finally:
+        ext.shutdown()
