@@ -34,9 +34,11 @@ What a live view returns:
   (``after_request`` applies as usual) whose body is streamed item by item.
 - Something written already (the response is committed): status and headers
   are gone. A returned body (``str``, ``bytes`` or an iterable) is appended to
-  the stream; returning ``None`` is fine. ``after_request`` functions still
-  run, but header changes they make cannot be sent: live_wsgi logs a warning
-  naming the headers. Set headers before the first write.
+  the stream; returning ``None`` is fine. A status or headers set after the
+  first write (returned with the body, ``("tail", 200, {"X-Late": "1"})``,
+  set on a returned ``make_response()`` object, or by an ``after_request``
+  function, which still run) cannot be sent: live_wsgi logs a warning naming
+  them. Set them before the first write.
 - An exception after the first write skips Flask's error handlers (no error
   page can be sent mid-stream): live_wsgi logs it, reports it and cuts the
   body, and teardown functions receive it.
@@ -50,9 +52,10 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app, request
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from .middleware import LiveMiddleware
 from .response import LiveResponse, current_response
@@ -72,12 +75,15 @@ _QUIET = frozenset({"content-length", "vary", "content-type"})
 class _LiveRequest:
     """What the extension keeps about the live request running on this worker."""
 
-    __slots__ = ("ctx",)
+    __slots__ = ("ctx", "error")
 
     def __init__(self) -> None:
         #: Flask's request context, held open by the live view until the
         #: stream has ended (``Live._run_live`` pops it).
         self.ctx: RequestContext | None = None
+        #: The view's error after the commit, raised when Flask hands over
+        #: the response (past Flask's error handlers).
+        self.error: BaseException | None = None
 
 
 #: Set on the worker while ``Live`` runs a live request; the job's own Context
@@ -107,12 +113,16 @@ def live(view: F | None = None, **options: Any) -> Any:
             response = current_response()
             try:
                 rv = view(*args, **kwargs)
-            except Exception as exc:
                 if response.committed:
-                    return _Streamed(response, error=exc)
-                raise
-            if response.committed:
-                return _Streamed(response, body=rv)
+                    return _after_commit(response, rv)
+            except Exception as exc:
+                if not response.committed:
+                    raise  # Flask's error handlers answer it, as usual
+                # No error page can follow the first write: skip Flask's
+                # error handlers. after_request runs on this stand-in, then
+                # _run_live raises the error when Flask hands it over.
+                state.error = exc
+                return current_app.response_class(status=response.status)
             return rv
 
         setattr(wrapper, _MARK, options)
@@ -123,55 +133,47 @@ def live(view: F | None = None, **options: Any) -> Any:
     return decorate
 
 
-class _Streamed(Response):
-    """What a live view returns once it has committed: only a body can follow."""
+def _after_commit(live_response: LiveResponse, rv: Any) -> Response:
+    """What a live view returned after its first write: only its body can follow.
 
-    def __init__(
-        self,
-        live_response: LiveResponse,
-        body: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
-        super().__init__(response=[], status=live_response.status,
-                         headers=list(live_response.headers.items()))
-        self._sent = {(k.lower(), v) for k, v in live_response.headers.items()}
-        self._body = body
-        self._error = error
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        unsent = sorted({
-            name for name, value in self.headers.items()
-            if (name.lower(), value) not in self._sent and name.lower() not in _QUIET
-        })  # fmt: skip
-        if unsent:
+    Flask reads a tuple or a response as usual (``make_response``); the
+    status stays the committed one, and a different one is named in a
+    warning. Headers are compared with the committed ones when Flask hands
+    the response over (``_warn_unsent``), after ``after_request``.
+    """
+    body = rv[0] if isinstance(rv, tuple) else rv
+    if isinstance(body, (dict, list)):
+        raise TypeError("a live view that streamed cannot return JSON as well")
+    if isinstance(rv, (tuple, BaseResponse)):
+        response = current_app.make_response(rv)
+        if response.status_code != live_response.status_code:
             log.warning(
-                "live_wsgi: %s %s: header(s) %s were set after the live response "
-                "was committed (in the view after its first write, or in an "
-                "after_request function) and were not sent; set them before "
-                "the first write",
-                environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), ", ".join(unsent),
+                "live_wsgi: %s %s: status %r was set after the live response was "
+                "committed as %r and was not sent; set it before the first write",
+                request.method, request.path, response.status, live_response.status,
             )
-        body = self._body
-        if isinstance(body, tuple):
-            log.warning("live_wsgi: a live view returned a status or headers after "
-                        "streaming; only its body is sent")
-            body = body[0]
-        if body is None:
-            return []
-        if isinstance(body, Response):
-            return body.iter_encoded()
-        if isinstance(body, str):
-            return [body.encode("utf-8")]
-        if isinstance(body, (bytes, bytearray)):
-            return [bytes(body)]
-        if isinstance(body, dict | list):
-            raise TypeError("a live view that streamed cannot return JSON as well")
-        return body  # type: ignore[no-any-return]
+    else:
+        response = current_app.response_class(() if rv is None else rv)
+    response.status = live_response.status
+    return response
+
+
+def _warn_unsent(
+    environ: WSGIEnvironment, live_response: LiveResponse, headers: list[tuple[str, str]]
+) -> None:
+    """Name the headers Flask hands over after the commit that were not sent."""
+    sent = {(name.lower(), value) for name, value in live_response.wsgi_headers()}
+    unsent = sorted({
+        name for name, value in headers
+        if name.lower() not in _QUIET and (name.lower(), value) not in sent
+    })  # fmt: skip
+    if unsent:
+        log.warning(
+            "live_wsgi: %s %s: header(s) %s were set after the live response was "
+            "committed (in the view after its first write, or in an after_request "
+            "function) and were not sent; set them before the first write",
+            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), ", ".join(unsent),
+        )
 
 
 class Live:
@@ -237,16 +239,30 @@ class Live:
         """
         app = self.app
         assert app is not None
-        stream = current_response().stream
+        live_response = current_response()
+        stream = live_response.stream
         # Flask's test client (``with client:``) and Werkzeug's debugger would
         # push the request's contexts again on their own thread while this
         # worker still holds them: a live request keeps its contexts here.
         environ.pop("werkzeug.debug.preserve_context", None)
         state = _LiveRequest()
         token = _live_request.set(state)
+
+        def handed_over(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            # Flask hands its response over: after the commit only a body can follow.
+            if live_response.committed:
+                failed, state.error = state.error, None
+                if failed is not None:
+                    raise failed
+                if exc_info is None and status[:3] == live_response.status[:3]:
+                    _warn_unsent(environ, live_response, headers)
+            return start_response(status, headers, exc_info)
+
         error: BaseException | None = None
         try:
-            body = self._stack(environ, start_response)
+            body = self._stack(environ, handed_over)
             try:
                 for chunk in body:
                     stream.write(chunk)

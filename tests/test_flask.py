@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, g, request, session, url_for
+from flask import Flask, g, make_response, request, session, url_for
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from live_wsgi import SSE, ResponseAborted, current_response, send_stream
@@ -257,3 +257,63 @@ def test_middleware_around_wsgi_app_runs_for_live_views() -> None:
         assert seen[-1] == ("raised", "RuntimeError")  # the stack saw the error leave
     finally:
         ext.shutdown()
+
+
+def late_tuple() -> Any:
+    current_response().stream.write("x")
+    return "tail", 200, {"X-Late": "1"}
+
+
+def late_make_response() -> Any:
+    current_response().stream.write("x")
+    response = make_response("tail")
+    response.headers["X-Late"] = "1"
+    return response
+
+
+def late_after_request() -> Any:
+    current_response().stream.write("x")
+    return "tail"
+
+
+@pytest.mark.parametrize("view", [late_tuple, late_make_response, late_after_request])
+def test_headers_set_after_the_first_write_are_named(view: Any, caplog: Any) -> None:
+    """SPEC 2.2: headers set after the first write, in any form, are not sent and are named."""
+    app = Flask(__name__)
+    app.add_url_rule("/late", view_func=live(view))
+
+    @app.after_request
+    def late_header(response: Any) -> Any:
+        if view is late_after_request:
+            response.headers["X-Late"] = "1"
+        return response
+
+    ext = Live(app, max_workers=2)
+    try:
+        response = webtest_app(app, lint=True).get("/late")
+    finally:
+        ext.shutdown()
+    assert response.text == "xtail"
+    assert "X-Late" not in response.headers
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "X-Late" in warnings[0] and "not sent" in warnings[0]
+
+
+def test_status_returned_after_the_first_write_is_named(caplog: Any) -> None:
+    """SPEC 2.2: a status a live view returns after its first write is not sent, and named."""
+    app = Flask(__name__)
+
+    @app.get("/late-status")
+    @live
+    def late_status() -> Any:
+        current_response().stream.write("x")
+        return "tail", 201
+
+    ext = Live(app, max_workers=2)
+    try:
+        response = webtest_app(app, lint=True).get("/late-status")
+    finally:
+        ext.shutdown()
+    assert response.status_code == 200 and response.text == "xtail"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "201" in warnings[0] and "not sent" in warnings[0]
