@@ -39,9 +39,13 @@ What a live view returns:
   set on a returned ``make_response()`` object, or by an ``after_request``
   function, which still run) cannot be sent: live_wsgi logs a warning naming
   them. Set them before the first write.
-- An exception after the first write skips Flask's error handlers (no error
-  page can be sent mid-stream): live_wsgi logs it, reports it and cuts the
-  body, and teardown functions receive it.
+- An exception in the view after the first write skips Flask's error
+  handlers (no error page can be sent mid-stream): live_wsgi logs it, reports
+  it and cuts the body, and teardown functions receive it. An exception in an
+  ``after_request`` function after the first write goes through Flask's
+  ``handle_exception`` as usual (``got_request_exception``, Flask's log, its
+  500 handler), but the error page is not sent: live_wsgi logs and reports
+  the exception, cuts the body, and teardown functions receive it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, got_request_exception, request
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
@@ -81,8 +85,10 @@ class _LiveRequest:
         #: Flask's request context, held open by the live view until the
         #: stream has ended (``Live._run_live`` pops it).
         self.ctx: RequestContext | None = None
-        #: The view's error after the commit, raised when Flask hands over
-        #: the response (past Flask's error handlers).
+        #: An error after the commit, raised when Flask hands its response
+        #: over: the view's (past Flask's error handlers), or one Flask
+        #: handled itself (an ``after_request`` function's) instead of its
+        #: error page.
         self.error: BaseException | None = None
 
 
@@ -200,6 +206,7 @@ class Live:
         self.middleware = LiveMiddleware(self._wsgi, when=self._live_options, **self.options)
         app.wsgi_app = self.middleware  # type: ignore[method-assign]
         app.extensions["live_wsgi"] = self
+        got_request_exception.connect(self._got_request_exception, app)
 
     def shutdown(self, grace: float = 0.0) -> bool:
         """``LiveMiddleware.shutdown`` for this app."""
@@ -220,6 +227,19 @@ class Live:
         if options is None:
             return False
         return options or True
+
+    def _got_request_exception(
+        self, sender: Flask, exception: BaseException, **extra: Any
+    ) -> None:
+        """Flask handles an error after the first write (an ``after_request`` failed).
+
+        Its error page cannot follow the streamed body: when Flask hands that
+        page over, the error itself is raised instead, so it is the one
+        logged, reported and given to teardown, and the body is cut.
+        """
+        state = _live_request.get(None)
+        if state is not None and current_response().committed:
+            state.error = exception
 
     def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if "live_wsgi.response" not in environ:

@@ -317,3 +317,38 @@ def test_status_returned_after_the_first_write_is_named(caplog: Any) -> None:
     assert response.status_code == 200 and response.text == "xtail"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "201" in warnings[0] and "not sent" in warnings[0]
+
+
+def test_after_request_error_after_the_first_write_cuts_the_body(caplog: Any) -> None:
+    """SPEC 5.2: after_request failing once a live view wrote: body cut, error logged, reported."""
+    app = Flask(__name__)
+    reported: list[BaseException] = []
+    torn_down: list[BaseException | None] = []
+
+    @app.get("/live")
+    @live
+    def live_view() -> None:
+        current_response().stream.write("part")
+
+    @app.after_request
+    def fails(response: Any) -> Any:
+        raise RuntimeError("after_request broke")
+
+    @app.teardown_request
+    def teardown(error: BaseException | None) -> None:
+        torn_down.append(error)
+
+    ext = Live(app, max_workers=2, on_error=lambda environ, exc: reported.append(exc))
+    try:
+        started = open_stream(app, "/live")
+        with pytest.raises(ResponseAborted):  # no clean end, no error page appended
+            started.read_all()
+        started.close()
+        assert ext.middleware.wait_idle(10)
+    finally:
+        ext.shutdown()
+    assert b"".join(started.received) == b"part"
+    assert [str(exc) for exc in reported] == ["after_request broke"]
+    assert torn_down == reported
+    logged = [r for r in caplog.records if r.name == "live_wsgi" and r.levelno == logging.ERROR]
+    assert len(logged) == 1 and logged[0].exc_info and logged[0].exc_info[1] is reported[0]
