@@ -18,15 +18,21 @@
         # nothing to return: the response was streamed
 
 Only requests routed to a ``@live`` view hop to a worker; every other request
-runs as before, with no hop. A live request runs ``app.wsgi_app`` as it was
-when ``Live`` was installed on the worker: any WSGI middleware wrapped around
-it before (``ProxyFix``, Sentry's, a dispatcher) and then Flask's own
-``wsgi_app``, exactly as for the other requests. ``request``, ``g``,
+runs as before, with no hop. On the worker, a live request runs through
+``app.wsgi_app`` as it was when ``Live`` was installed: the WSGI middleware
+wrapped around it before (``ProxyFix``, Sentry's, a dispatcher), then Flask's
+own ``wsgi_app``, as every other request does. ``request``, ``g``,
 ``session``, ``url_for`` and the loggers work in the view, and the request
 context of a live view stays open until the stream has ended, so a returned
 generator needs no ``stream_with_context`` and ``teardown_request`` /
-``teardown_appcontext`` functions run after the last byte, on the worker
-thread.
+``teardown_appcontext`` functions run after the last byte, on the worker.
+
+Flask's own URL adapter decides which view a request goes to (SERVER_NAME,
+TRUSTED_HOSTS, subdomain and host matching apply as in Flask's dispatch).
+It decides before that middleware runs: a host or path it rewrites
+(``ProxyFix(x_host=1)``, a dispatcher's prefix) is not seen by the decision.
+Wrap such middleware around ``app.wsgi_app`` *after* ``Live(app)`` if
+live-ness depends on what it rewrites.
 
 What a live view returns:
 
@@ -67,11 +73,23 @@ from .response import LiveResponse, current_response
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask.ctx import RequestContext
+    from werkzeug.routing import MapAdapter
 
 log = logging.getLogger("live_wsgi")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "_live_wsgi_options"
+#: What Flask's ``create_url_adapter`` reads of a request besides its path
+#: and method (through Werkzeug's ``get_host`` and ``bind_to_environ``):
+#: requests that agree on these get the same URL adapter.
+_ADAPTER_KEYS = (
+    "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME",
+    "HTTP_UPGRADE", "HTTP_CONNECTION",
+)  # fmt: skip
+#: URL adapters kept per app, one per host seen; all are dropped at once
+#: beyond this (a client may send any Host).
+ADAPTERS_KEPT = 64
+_UNKNOWN = object()
 #: Headers Flask adds on its own after a view; not worth a warning.
 _QUIET = frozenset({"content-length", "vary", "content-type"})
 
@@ -193,6 +211,7 @@ class Live:
         self.options = options
         self.middleware: LiveMiddleware | None = None
         self.app: Flask | None = None
+        self._adapters: dict[tuple[Any, ...], MapAdapter | None] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -200,6 +219,10 @@ class Live:
         if "live_wsgi" in app.extensions:
             raise RuntimeError("live_wsgi.flask.Live is already installed on this app")
         self.app = app
+        # Keep URL adapters unless the app makes them from more than Flask
+        # does (an overridden create_url_adapter may read any header).
+        own_adapter = getattr(app.create_url_adapter, "__func__", None)
+        self._adapters = {} if own_adapter is Flask.create_url_adapter else None
         # Flask's wsgi_app, or the middleware already wrapped around it
         # (ProxyFix, Sentry...): every request, live or not, runs through it.
         self._stack: WSGIApplication = app.wsgi_app
@@ -214,19 +237,51 @@ class Live:
         return self.middleware.shutdown(grace)
 
     def _live_options(self, environ: WSGIEnvironment) -> Any:
+        """Live-ness of a request: the options of the ``@live`` view Flask routes it to.
+
+        Flask's own URL adapter for the request decides, so SERVER_NAME,
+        TRUSTED_HOSTS, subdomain and host matching apply as in Flask's
+        dispatch. It runs on every request: the adapter is kept per host
+        (``_ADAPTER_KEYS``), and matching the path is the one step left.
+        """
         app = self.app
         assert app is not None
-        adapter = app.url_map.bind_to_environ(
-            environ, server_name=app.config["SERVER_NAME"], subdomain=None
-        )
+        adapter = self._url_adapter(environ)
+        if adapter is None:
+            return False  # an untrusted host: Flask answers 400 as usual
         try:
-            endpoint, _ = adapter.match()
-        except HTTPException:
+            # Text, as Werkzeug's bind_to_environ makes it of the WSGI string.
+            path = environ.get("PATH_INFO", "/").encode("latin-1").decode(errors="replace")
+            endpoint, _ = adapter.match(path, environ.get("REQUEST_METHOD") or "GET")
+        except (HTTPException, UnicodeError):
             return False  # 404, 405, redirects: Flask answers them as usual
         options = getattr(app.view_functions.get(str(endpoint)), _MARK, None)
         if options is None:
             return False
         return options or True
+
+    def _url_adapter(self, environ: WSGIEnvironment) -> MapAdapter | None:
+        adapters = self._adapters
+        if adapters is None:
+            return self._create_url_adapter(environ)
+        key = tuple(map(environ.get, _ADAPTER_KEYS))
+        adapter = adapters.get(key, _UNKNOWN)
+        if adapter is _UNKNOWN:
+            adapter = self._create_url_adapter(environ)
+            if len(adapters) >= ADAPTERS_KEPT:
+                adapters.clear()
+            adapters[key] = adapter
+        return adapter  # type: ignore[return-value]
+
+    def _create_url_adapter(self, environ: WSGIEnvironment) -> MapAdapter | None:
+        app = self.app
+        assert app is not None
+        try:
+            return app.create_url_adapter(
+                app.request_class(environ, populate_request=False, shallow=True)
+            )
+        except HTTPException:  # SecurityError: the host is not in TRUSTED_HOSTS
+            return None
 
     def _got_request_exception(
         self, sender: Flask, exception: BaseException, **extra: Any

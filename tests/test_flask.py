@@ -352,3 +352,69 @@ def test_after_request_error_after_the_first_write_cuts_the_body(caplog: Any) ->
     assert torn_down == reported
     logged = [r for r in caplog.records if r.name == "live_wsgi" and r.levelno == logging.ERROR]
     assert len(logged) == 1 and logged[0].exc_info and logged[0].exc_info[1] is reported[0]
+
+
+@pytest.mark.parametrize("trusted_hosts", [None, ["example.test"]])
+def test_server_name_with_another_host_is_live_as_flask_routes_it(
+    trusted_hosts: list[str] | None,
+) -> None:
+    """SPEC 1.3: with SERVER_NAME set, a live view is live for any Host Flask routes to it."""
+    app = Flask(__name__)
+    app.config["SERVER_NAME"] = "example.test"
+    app.config["TRUSTED_HOSTS"] = trusted_hosts
+
+    @app.get("/plain")
+    def plain() -> str:
+        return threading.current_thread().name
+
+    @app.get("/live")
+    @live
+    def live_view() -> None:
+        current_response().stream.write(threading.current_thread().name)
+
+    ext = Live(app, max_workers=2)
+    try:
+        client = webtest_app(app)
+        for host in ("example.test", "other.test", "www.example.test"):
+            headers = {"Host": host}
+            flask_says = client.get("/plain", headers=headers, expect_errors=True)
+            response = client.get("/live", headers=headers, expect_errors=True)
+            assert response.status_code == flask_says.status_code, host
+            if response.status_code == 200:
+                assert response.text.startswith("live_wsgi"), host
+    finally:
+        ext.shutdown()
+
+
+@pytest.mark.parametrize("matching", ["host", "subdomain"])
+def test_host_and_subdomain_matching_decide_live_ness(matching: str) -> None:
+    """SPEC 1.3: the same path is live on one host and not on another, as Flask routes them."""
+    if matching == "host":
+        app = Flask(__name__, host_matching=True, static_folder=None)
+        live_host, plain_host = "live.test", "plain.test"
+        live_rule, plain_rule = {"host": live_host}, {"host": plain_host}
+    else:
+        app = Flask(__name__, subdomain_matching=True, static_folder=None)
+        live_host, plain_host = "api.example.test", "example.test"
+        live_rule, plain_rule = {"subdomain": "api"}, {}
+    app.config["SERVER_NAME"] = "example.test"
+
+    @app.get("/feed", **live_rule)
+    @live
+    def live_feed() -> None:
+        current_response().stream.write("live " + threading.current_thread().name)
+
+    @app.get("/feed", endpoint="plain_feed", **plain_rule)
+    def plain_feed() -> str:
+        return "plain " + threading.current_thread().name
+
+    ext = Live(app, max_workers=2)
+    try:
+        client = webtest_app(app)
+        for _ in range(2):  # the same path, alternately live and not
+            assert client.get("/feed", headers={"Host": live_host}).text.startswith(
+                "live live_wsgi")
+            assert client.get("/feed", headers={"Host": plain_host}).text == (
+                "plain " + threading.current_thread().name)
+    finally:
+        ext.shutdown()
