@@ -66,6 +66,16 @@ class LivePlugin:
 
     def _live_options(self, environ: WSGIEnvironment) -> Any:
         assert self._app is not None
+        path = environ.get("PATH_INFO") or "/"
+        if not path.isascii():
+            # Bottle routes on PATH_INFO decoded as UTF-8 (Bottle._handle does
+            # it before routing; 0.12 answers 400 where 0.13 drops undecodable
+            # bytes): decide on the path Bottle will route.
+            try:
+                path = path.encode("latin-1").decode("utf-8", "ignore")
+            except UnicodeError:
+                return False  # Bottle fails this request itself
+            environ = {**environ, "PATH_INFO": path}
         try:
             route, _ = self._app.router.match(environ)
         except bottle.HTTPError:

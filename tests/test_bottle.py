@@ -43,6 +43,11 @@ def bottle_app() -> Iterator[tuple[bottle.Bottle, LivePlugin, dict[str, Any]]]:
         sse.write({"q": bottle.request.query.q})
         bottle.response.set_header("X-Too-Late", "1")  # ignored after commit
 
+    @app.route("/flüsse", live=True)
+    def rivers() -> None:
+        thread = threading.current_thread().name
+        current_response().stream.write(f"{bottle.request.path} on {thread}")
+
     yield app, plugin, seen
     app.close()
 
@@ -94,3 +99,11 @@ def test_concurrent_requests_keep_their_own_request(bottle_app: Any) -> None:
     for name, text in results.items():
         assert text.count(f"for {name}\n") == 3
     assert len(results) == 8
+
+
+def test_non_ascii_route_is_live(bottle_app: Any) -> None:
+    """SPEC 1.3: a live route with non-ASCII characters is live: Bottle's decoded path decides."""
+    app, _plugin, _seen = bottle_app
+    with open_stream(app, "/fl%C3%BCsse") as started:
+        assert started.status_code == 200
+        assert started.read_all().decode().startswith("/flüsse on live_wsgi")
