@@ -15,24 +15,81 @@
         for i in range(10):
             yield f"tick {i} for {bottle.request.query.name}\\n"
 
-Only requests routed to a live route hop to a worker. Bottle keeps
-``bottle.request`` and ``bottle.response`` in thread-locals, so the whole
-Bottle app runs on the worker for those requests and binds them there:
-both are correct in the callback. A callback may return a body (a generator
-streams item by item) or write to ``current_response().stream``; once it has
-written, status and headers set on ``bottle.response`` are no longer sent.
+Only requests routed to a live route hop to a worker (decided on the path
+Bottle routes, decoded as UTF-8). Bottle keeps ``bottle.request`` and
+``bottle.response`` in thread-locals, so the whole Bottle app runs on the
+worker for those requests and binds them there: both are correct in the
+callback. Each job on a pool thread starts with them unbound and leaves them
+unbound: a ``setup`` hook finds them unbound (it gets the environ), and
+nothing of one request reaches the next. A callback may return a body (a
+generator streams item by item) or write to ``current_response().stream``;
+once it has written, status and headers set on ``bottle.response`` are no
+longer sent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import bottle
 
-from .middleware import LiveMiddleware
+from .middleware import LiveMiddleware, SetupHook, TeardownHook
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
+
+#: What unbinds Bottle's thread-locals: the deleters of the properties of
+#: ``bottle.request`` and ``bottle.response`` that hold a value per thread
+#: (called directly: Bottle's ``__delattr__`` means something else). Bottle
+#: binds them when a request starts and never unbinds them, so a pool thread
+#: would hand one request's to the next job's hooks and signal receivers.
+_UNBINDERS = [
+    functools.partial(attribute.fdel, local)
+    for local in (bottle.request, bottle.response)
+    for attribute in vars(type(local)).values()
+    if isinstance(attribute, property) and attribute.fdel is not None
+]
+
+
+def _unbind() -> None:
+    """Leave ``bottle.request`` and ``bottle.response`` unbound on this thread."""
+    for unbind in _UNBINDERS:
+        with contextlib.suppress(AttributeError):  # not bound on this thread
+            unbind()
+
+
+def _unbind_then_setup(setup: SetupHook | None, environ: WSGIEnvironment) -> None:
+    _unbind()  # the job starts with nothing of an earlier request
+    if setup is not None:
+        setup(environ)
+
+
+def _teardown_then_unbind(
+    teardown: TeardownHook | None, environ: WSGIEnvironment, error: BaseException | None
+) -> None:
+    try:
+        if teardown is not None:
+            teardown(environ, error)
+    finally:
+        _unbind()  # the job leaves nothing for the next one on this thread
+
+
+def _unbinding(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` whose setup and teardown hooks also unbind Bottle's thread-locals.
+
+    LiveMiddleware runs them on the worker first and last in each job.
+    """
+    hooked = dict(options)
+    setup = hooked.get("setup", ())
+    if setup is None or callable(setup):  # else LiveMiddleware refuses it
+        hooked["setup"] = functools.partial(_unbind_then_setup, setup)
+    teardown = hooked.get("teardown", ())
+    if teardown is None or callable(teardown):
+        hooked["teardown"] = functools.partial(_teardown_then_unbind, teardown)
+    return hooked
 
 
 class LivePlugin:
@@ -54,7 +111,8 @@ class LivePlugin:
             raise RuntimeError("a LivePlugin can be installed on one Bottle app only")
         self._app = app
         # Bottle.__call__ calls self.wsgi: wrap it on this instance only.
-        self.middleware = LiveMiddleware(app.wsgi, when=self._live_options, **self.options)
+        options = _unbinding({"setup": None, "teardown": None, **self.options})
+        self.middleware = LiveMiddleware(app.wsgi, when=self._live_options, **options)
         app.wsgi = self.middleware
 
     def apply(self, callback: Any, route: Any) -> Any:
@@ -85,9 +143,12 @@ class LivePlugin:
         if option is None:
             # Bottle's ConfigDict flattens live={"heartbeat": 5} into keys
             # like "live.heartbeat".
-            nested = {key[5:]: value for key, value in config.items()
+            option = {key[5:]: value for key, value in config.items()
                       if key.startswith("live.")}  # fmt: skip
-            return nested or False
+            if not option:
+                return False
         if isinstance(option, dict):
+            if "setup" in option or "teardown" in option:
+                return _unbinding(option)  # the route's own hooks unbind too
             return option or True
         return bool(option)

@@ -12,7 +12,7 @@ import pytest
 from live_wsgi import SSE, current_response
 from live_wsgi.bottle import LivePlugin
 
-from .support import chunks, open_stream, webtest_app
+from .support import WAIT, chunks, open_stream, webtest_app
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -107,3 +107,46 @@ def test_non_ascii_route_is_live(bottle_app: Any) -> None:
     with open_stream(app, "/fl%C3%BCsse") as started:
         assert started.status_code == 200
         assert started.read_all().decode().startswith("/flüsse on live_wsgi")
+
+
+def _bound_locals() -> list[str]:
+    """Which of Bottle's thread-locals are bound on this thread."""
+    bound = []
+    for name, read in (("request", lambda: bottle.request.environ),
+                       ("response", lambda: bottle.response.status_line)):
+        try:
+            read()
+        except RuntimeError:  # Bottle: "Request context not initialized."
+            continue
+        bound.append(name)
+    return bound
+
+
+def test_pool_thread_never_carries_bottle_locals_into_the_next_job() -> None:
+    """SPEC 6.3: each job starts with Bottle's request/response unbound and leaves them unbound."""
+    app = bottle.Bottle()
+    seen_by_setup: list[list[str]] = []
+    plugin = LivePlugin(max_workers=1, setup=lambda environ: seen_by_setup.append(
+        [bottle.request.path] if _bound_locals() else []))
+    app.install(plugin)
+
+    @app.route("/<name>", live=True)
+    def report(name: str) -> str:
+        return f"report for {name}"
+
+    @app.route("/own-hooks/<name>", live={"setup": lambda environ: seen_by_setup.append(
+        ["own hook", *_bound_locals()])})
+    def own_hooks(name: str) -> str:
+        return f"report for {name}"
+
+    try:
+        client = webtest_app(app)
+        assert client.get("/alice-secret-report").text == "report for alice-secret-report"
+        assert client.get("/bob").text == "report for bob"  # the same pool thread
+        assert client.get("/own-hooks/carol").text == "report for carol"
+        assert plugin.middleware.wait_idle(WAIT)
+        left_on_the_thread = plugin.middleware.executor.submit(_bound_locals).result(WAIT)
+    finally:
+        app.close()
+    assert seen_by_setup == [[], [], ["own hook"]]
+    assert left_on_the_thread == []
