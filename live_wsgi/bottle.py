@@ -22,24 +22,31 @@ worker for those requests and binds them there: both are correct in the
 callback. Each job on a pool thread starts with them unbound and leaves them
 unbound: a ``setup`` hook finds them unbound (it gets the environ), and
 nothing of one request reaches the next. A callback may return a body (a
-generator streams item by item) or write to ``current_response().stream``;
-once it has written, status and headers set on ``bottle.response`` are no
-longer sent.
+generator streams item by item) or write to ``current_response().stream``.
+A callback that writes sets status and headers on ``current_response()``
+before its first write: those on ``bottle.response`` are sent only with a
+returned body, and a status left there that differs from the one sent is
+taken for an error page. An exception, ``abort()`` or such a status after
+the first write cuts the body (Bottle's error page cannot follow it);
+live_wsgi logs and reports the exception (on Bottle 0.12 too, which passes
+no ``exc_info``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import bottle
 
 from .middleware import LiveMiddleware, SetupHook, TeardownHook
+from .response import current_response
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 #: What unbinds Bottle's thread-locals: the deleters of the properties of
 #: ``bottle.request`` and ``bottle.response`` that hold a value per thread
@@ -92,6 +99,35 @@ def _unbinding(options: Mapping[str, Any]) -> dict[str, Any]:
     return hooked
 
 
+class _Failure:
+    """The error a live route raised after its first write."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+
+#: Set on the worker while Bottle runs a live request.
+_failure: ContextVar[_Failure] = ContextVar("live_wsgi.bottle.failure")
+
+
+def _route_options(route: Any) -> Any:
+    """A route's ``live`` option: False, True or a dict of options."""
+    config = route.config
+    option = config.get("live")
+    if option is None:
+        # Bottle's ConfigDict flattens live={"heartbeat": 5} into keys like
+        # "live.heartbeat".
+        option = {key[5:]: value for key, value in config.items()
+                  if key.startswith("live.")}  # fmt: skip
+        if not option:
+            return False
+    if isinstance(option, dict):
+        return option or True
+    return bool(option)
+
+
 class LivePlugin:
     """Run routes declared with ``live=True`` (or a dict of options) live.
 
@@ -111,12 +147,30 @@ class LivePlugin:
             raise RuntimeError("a LivePlugin can be installed on one Bottle app only")
         self._app = app
         # Bottle.__call__ calls self.wsgi: wrap it on this instance only.
+        self._bottle_wsgi: WSGIApplication = app.wsgi
         options = _unbinding({"setup": None, "teardown": None, **self.options})
-        self.middleware = LiveMiddleware(app.wsgi, when=self._live_options, **options)
+        self.middleware = LiveMiddleware(self._wsgi, when=self._live_options, **options)
         app.wsgi = self.middleware
 
     def apply(self, callback: Any, route: Any) -> Any:
-        return callback  # the decision is made before Bottle dispatches
+        # The decision is made before Bottle dispatches; a live callback only
+        # notes an error it raises after its first write (see _wsgi).
+        if not _route_options(route):
+            return callback
+
+        @functools.wraps(callback)
+        def live_callback(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except bottle.HTTPResponse:
+                raise  # abort(), redirect(): Bottle's answers, not errors
+            except Exception as exc:
+                failure = _failure.get(None)
+                if failure is not None and current_response().committed:
+                    failure.error = exc
+                raise
+
+        return live_callback
 
     def close(self) -> None:
         if self.middleware is not None:
@@ -138,17 +192,31 @@ class LivePlugin:
             route, _ = self._app.router.match(environ)
         except bottle.HTTPError:
             return False
-        config = route.config
-        option = config.get("live")
-        if option is None:
-            # Bottle's ConfigDict flattens live={"heartbeat": 5} into keys
-            # like "live.heartbeat".
-            option = {key[5:]: value for key, value in config.items()
-                      if key.startswith("live.")}  # fmt: skip
-            if not option:
-                return False
-        if isinstance(option, dict):
-            if "setup" in option or "teardown" in option:
-                return _unbinding(option)  # the route's own hooks unbind too
-            return option or True
-        return bool(option)
+        option = _route_options(route)
+        if isinstance(option, dict) and ("setup" in option or "teardown" in option):
+            return _unbinding(option)  # the route's own hooks unbind too
+        return option
+
+    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if "live_wsgi.response" not in environ:
+            return self._bottle_wsgi(environ, start_response)  # not live: Bottle as usual
+        live_response = current_response()
+        failure = _Failure()
+        token = _failure.set(failure)
+
+        def handed_over(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            # Bottle hands its response over. After the route failed past its
+            # first write that is Bottle's error page, which cannot follow the
+            # streamed body: raise the route's error instead, so that it is
+            # the one logged and reported (Bottle 0.12 passes no exc_info).
+            failed, failure.error = failure.error, None
+            if failed is not None and live_response.committed:
+                raise failed
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self._bottle_wsgi(environ, handed_over)
+        finally:
+            _failure.reset(token)

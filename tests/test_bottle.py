@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bottle
@@ -12,6 +18,7 @@ import pytest
 from live_wsgi import SSE, current_response
 from live_wsgi.bottle import LivePlugin
 
+from .apps.bottle_after_commit import KINDS, facts
 from .support import WAIT, chunks, open_stream, webtest_app
 
 pytestmark = pytest.mark.timeout(30)
@@ -150,3 +157,79 @@ def test_pool_thread_never_carries_bottle_locals_into_the_next_job() -> None:
         app.close()
     assert seen_by_setup == [[], [], ["own hook"]]
     assert left_on_the_thread == []
+
+
+def check_failure_after_commit(seen: dict[str, Any], kind: str) -> None:
+    """What a client and the logs must show when a live route fails after writing."""
+    assert seen["status"] == "200 OK"
+    assert seen["body"] == "part;"  # no error page appended
+    assert seen["ending"] == "cut"  # no clean end: the client can tell
+    assert seen["idle"]
+    if kind == "abort":
+        expected = "HeadersAlreadySent: start_response('403 Forbidden')"
+    else:
+        expected = "RuntimeError: broke mid-stream"
+    assert len(seen["reported"]) == 1 and seen["reported"][0].startswith(expected)
+    assert seen["logged"] == seen["reported"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_failure_after_the_first_write_cuts_the_body(kind: str) -> None:
+    """SPEC 5.2: abort() or an error after a live route wrote: body cut, logged, reported."""
+    check_failure_after_commit(facts(kind), kind)
+
+
+#: The oldest Bottle setup.cfg allows.
+OLDEST_BOTTLE = "0.12.25"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def oldest_bottle(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Path:
+    """A directory holding Bottle 0.12.25, pip-installed once into pytest's cache.
+
+    Needs the package registry (nothing else) the first time. If that fails
+    the tests skip, except under CI=true, where they fail.
+    """
+    cache = getattr(request.config, "cache", None)
+    parent = cache.mkdir("bottle") if cache is not None else tmp_path_factory.mktemp("bottle")
+    target = parent / OLDEST_BOTTLE
+    if (target / f"bottle-{OLDEST_BOTTLE}.dist-info").is_dir():
+        return target
+    # Install beside it, then move it in whole: an interrupted install is
+    # never mistaken for a finished one.
+    partial = parent / f"{OLDEST_BOTTLE}.partial-{os.getpid()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--target", str(partial), f"bottle=={OLDEST_BOTTLE}"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    if result.returncode == 0 and not target.exists():
+        partial.rename(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    if not (target / f"bottle-{OLDEST_BOTTLE}.dist-info").is_dir():
+        message = f"could not pip install bottle=={OLDEST_BOTTLE}: {result.stderr[-2000:]}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return target
+
+
+@pytest.mark.timeout(300)  # the first run installs Bottle 0.12.25
+@pytest.mark.skipif(sys.version_info >= (3, 13),
+                    reason="Bottle 0.12.25 imports cgi, which Python 3.13 removed")
+@pytest.mark.parametrize("kind", KINDS)
+def test_failure_after_the_first_write_cuts_the_body_on_bottle_0_12(
+    kind: str, oldest_bottle: Path
+) -> None:
+    """SPEC 5.2: the same on Bottle 0.12.25 (its own 500 page, no exc_info), in a subprocess."""
+    path = [str(oldest_bottle), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.apps.bottle_after_commit", kind],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["bottle"] == OLDEST_BOTTLE
+    check_failure_after_commit(seen, kind)
