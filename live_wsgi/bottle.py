@@ -123,8 +123,8 @@ def _route_options(route: Any) -> Any:
                   if key.startswith("live.")}  # fmt: skip
         if not option:
             return False
-    if isinstance(option, dict):
-        return option or True
+    if isinstance(option, Mapping):  # a dict; on Bottle 0.12, a ConfigDict.Namespace
+        return dict(option) or True
     return bool(option)
 
 

@@ -215,21 +215,44 @@ def oldest_bottle(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Path
     return target
 
 
-@pytest.mark.timeout(300)  # the first run installs Bottle 0.12.25
-@pytest.mark.skipif(sys.version_info >= (3, 13),
-                    reason="Bottle 0.12.25 imports cgi, which Python 3.13 removed")
+def run_on_oldest_bottle(oldest_bottle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in this checkout, importing Bottle 0.12.25 before the installed one."""
+    path = [str(oldest_bottle), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def on_oldest_bottle(test: Any) -> Any:
+    """Mark a test that runs code on Bottle 0.12.25 (the first one installs it)."""
+    test = pytest.mark.timeout(300)(test)
+    return pytest.mark.skipif(
+        sys.version_info >= (3, 13), reason="Bottle 0.12.25 imports cgi, which Python 3.13 removed"
+    )(test)
+
+
 @pytest.mark.parametrize("kind", KINDS)
+@on_oldest_bottle
 def test_failure_after_the_first_write_cuts_the_body_on_bottle_0_12(
     kind: str, oldest_bottle: Path
 ) -> None:
     """SPEC 5.2: the same on Bottle 0.12.25 (its own 500 page, no exc_info), in a subprocess."""
-    path = [str(oldest_bottle), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.apps.bottle_after_commit", kind],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = run_on_oldest_bottle(oldest_bottle, "-m", "tests.apps.bottle_after_commit", kind)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.splitlines()[-1])
     assert seen["bottle"] == OLDEST_BOTTLE
     check_failure_after_commit(seen, kind)
+
+
+@on_oldest_bottle
+def test_this_module_passes_on_bottle_0_12(oldest_bottle: Path) -> None:
+    """SPEC 1.3, 6.3: route options, hooks, non-ASCII routes, thread-locals on Bottle 0.12.25."""
+    version = run_on_oldest_bottle(oldest_bottle, "-c", "import bottle; print(bottle.__version__)")
+    assert version.stdout.strip() == OLDEST_BOTTLE, version.stderr
+    result = run_on_oldest_bottle(
+        oldest_bottle, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+        "-k", "not bottle_0_12",  # these tests, minus the ones that start this one
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
