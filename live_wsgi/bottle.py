@@ -23,11 +23,11 @@ callback. Each job on a pool thread starts with them unbound and leaves them
 unbound: a ``setup`` hook finds them unbound (it gets the environ), and
 nothing of one request reaches the next. A callback may return a body (a
 generator streams item by item) or write to ``current_response().stream``.
-A callback that writes sets status and headers on ``current_response()``
-before its first write: those on ``bottle.response`` are sent only with a
-returned body, and a status left there that differs from the one sent is
-taken for an error page. An exception, ``abort()`` or such a status after
-the first write cuts the body (Bottle's error page cannot follow it);
+A callback that writes sets its status and headers on ``current_response()``
+before its first write; those on ``bottle.response`` are sent only with a
+returned body. Once it has written, an exception, ``abort()`` or a status
+other than 200 left on ``bottle.response`` (other than the one sent) is an
+error: the body is cut, since Bottle's error page cannot follow it, and
 live_wsgi logs and reports the exception (on Bottle 0.12 too, which passes
 no ``exc_info``).
 """
@@ -212,8 +212,13 @@ class LivePlugin:
             # streamed body: raise the route's error instead, so that it is
             # the one logged and reported (Bottle 0.12 passes no exc_info).
             failed, failure.error = failure.error, None
-            if failed is not None and live_response.committed:
-                raise failed
+            if live_response.committed:
+                if failed is not None:
+                    raise failed
+                if exc_info is None and status[:3] == "200":
+                    # Bottle's own default: the route set its status on
+                    # current_response(), which went out with the first write.
+                    status = live_response.status
             return start_response(status, headers, exc_info)
 
         try:

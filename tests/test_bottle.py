@@ -256,3 +256,22 @@ def test_this_module_passes_on_bottle_0_12(oldest_bottle: Path) -> None:
         "-k", "not bottle_0_12",  # these tests, minus the ones that start this one
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_status_set_on_the_live_response_is_kept() -> None:
+    """SPEC 2.2: a status set on current_response() goes out; Bottle's default 200 is no error."""
+    app = bottle.Bottle()
+    plugin = LivePlugin(max_workers=1)
+    app.install(plugin)
+
+    @app.route("/created", live=True)
+    def created() -> None:
+        current_response().status_code = 201
+        current_response().stream.write("made")
+
+    try:
+        with open_stream(app, "/created") as started:
+            assert started.status == "201 Created"
+            assert started.read_all() == b"made"  # a clean end, not cut
+    finally:
+        app.close()
