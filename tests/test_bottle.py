@@ -199,16 +199,20 @@ def oldest_bottle(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Path
     # Install beside it, then move it in whole: an interrupted install is
     # never mistaken for a finished one.
     partial = parent / f"{OLDEST_BOTTLE}.partial-{os.getpid()}"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--target", str(partial), f"bottle=={OLDEST_BOTTLE}"],
-        capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    if result.returncode == 0 and not target.exists():
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "--target", str(partial), f"bottle=={OLDEST_BOTTLE}"],
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        failure = result.stderr[-2000:] if result.returncode else ""
+    except subprocess.TimeoutExpired:
+        failure = "pip did not finish within 240 s"
+    if not failure and not target.exists():
         partial.rename(target)
     shutil.rmtree(partial, ignore_errors=True)
     if not (target / f"bottle-{OLDEST_BOTTLE}.dist-info").is_dir():
-        message = f"could not pip install bottle=={OLDEST_BOTTLE}: {result.stderr[-2000:]}"
+        message = f"could not pip install bottle=={OLDEST_BOTTLE}: {failure}"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
