@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, g, request, session, url_for
+from flask import Flask, g, make_response, request, session, url_for
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from live_wsgi import SSE, ResponseAborted, current_response, send_stream
 from live_wsgi.flask import Live, live
@@ -204,3 +205,217 @@ def test_installing_twice_is_refused() -> None:
     with pytest.raises(RuntimeError, match="already installed"):
         Live(app)
     ext.shutdown()
+
+
+def recording(wsgi_app: Any, seen: list[Any]) -> Any:
+    """A WSGI middleware like Sentry's: sees each call and the errors that leave the app."""
+
+    def middleware(environ: Any, start_response: Any) -> Any:
+        seen.append(("called", environ["PATH_INFO"], threading.current_thread().name))
+        try:
+            return wsgi_app(environ, start_response)
+        except Exception as exc:
+            seen.append(("raised", type(exc).__name__))
+            raise
+
+    return middleware
+
+
+def test_middleware_around_wsgi_app_runs_for_live_views() -> None:
+    """SPEC 1.2: middleware wrapped around app.wsgi_app (ProxyFix, Sentry) runs for live views."""
+    app = Flask(__name__)
+    seen: list[Any] = []
+    app.wsgi_app = recording(app.wsgi_app, seen)  # type: ignore[method-assign]
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+
+    @app.get("/plain")
+    def plain() -> str:
+        return f"{request.remote_addr} {request.scheme}"
+
+    @app.get("/live")
+    @live
+    def live_view() -> None:
+        current_response().stream.write(f"{request.remote_addr} {request.scheme}")
+
+    @app.get("/live-fails")
+    @live
+    def live_fails() -> None:
+        current_response().stream.write("part")
+        raise RuntimeError("broke mid-stream")
+
+    ext = Live(app, max_workers=2)
+    try:
+        client = webtest_app(app)
+        forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+        assert client.get("/plain", headers=forwarded).text == "203.0.113.7 https"
+        assert client.get("/live", headers=forwarded).text == "203.0.113.7 https"
+        assert seen[1][:2] == ("called", "/live") and seen[1][2].startswith("live_wsgi")
+        started = open_stream(app, "/live-fails")
+        with pytest.raises(ResponseAborted):
+            started.read_all()
+        started.close()
+        assert ext.middleware.wait_idle(10)
+        assert seen[-1] == ("raised", "RuntimeError")  # the stack saw the error leave
+    finally:
+        ext.shutdown()
+
+
+def late_tuple() -> Any:
+    current_response().stream.write("x")
+    return "tail", 200, {"X-Late": "1"}
+
+
+def late_make_response() -> Any:
+    current_response().stream.write("x")
+    response = make_response("tail")
+    response.headers["X-Late"] = "1"
+    return response
+
+
+def late_after_request() -> Any:
+    current_response().stream.write("x")
+    return "tail"
+
+
+@pytest.mark.parametrize("view", [late_tuple, late_make_response, late_after_request])
+def test_headers_set_after_the_first_write_are_named(view: Any, caplog: Any) -> None:
+    """SPEC 2.2: headers set after the first write, in any form, are not sent and are named."""
+    app = Flask(__name__)
+    app.add_url_rule("/late", view_func=live(view))
+
+    @app.after_request
+    def late_header(response: Any) -> Any:
+        if view is late_after_request:
+            response.headers["X-Late"] = "1"
+        return response
+
+    ext = Live(app, max_workers=2)
+    try:
+        response = webtest_app(app, lint=True).get("/late")
+    finally:
+        ext.shutdown()
+    assert response.text == "xtail"
+    assert "X-Late" not in response.headers
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "X-Late" in warnings[0] and "not sent" in warnings[0]
+
+
+def test_status_returned_after_the_first_write_is_named(caplog: Any) -> None:
+    """SPEC 2.2: a status a live view returns after its first write is not sent, and named."""
+    app = Flask(__name__)
+
+    @app.get("/late-status")
+    @live
+    def late_status() -> Any:
+        current_response().stream.write("x")
+        return "tail", 201
+
+    ext = Live(app, max_workers=2)
+    try:
+        response = webtest_app(app, lint=True).get("/late-status")
+    finally:
+        ext.shutdown()
+    assert response.status_code == 200 and response.text == "xtail"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "201" in warnings[0] and "not sent" in warnings[0]
+
+
+def test_after_request_error_after_the_first_write_cuts_the_body(caplog: Any) -> None:
+    """SPEC 5.2: after_request failing once a live view wrote: body cut, error logged, reported."""
+    app = Flask(__name__)
+    reported: list[BaseException] = []
+    torn_down: list[BaseException | None] = []
+
+    @app.get("/live")
+    @live
+    def live_view() -> None:
+        current_response().stream.write("part")
+
+    @app.after_request
+    def fails(response: Any) -> Any:
+        raise RuntimeError("after_request broke")
+
+    @app.teardown_request
+    def teardown(error: BaseException | None) -> None:
+        torn_down.append(error)
+
+    ext = Live(app, max_workers=2, on_error=lambda environ, exc: reported.append(exc))
+    try:
+        started = open_stream(app, "/live")
+        with pytest.raises(ResponseAborted):  # no clean end, no error page appended
+            started.read_all()
+        started.close()
+        assert ext.middleware.wait_idle(10)
+    finally:
+        ext.shutdown()
+    assert b"".join(started.received) == b"part"
+    assert [str(exc) for exc in reported] == ["after_request broke"]
+    assert torn_down == reported
+    logged = [r for r in caplog.records if r.name == "live_wsgi" and r.levelno == logging.ERROR]
+    assert len(logged) == 1 and logged[0].exc_info and logged[0].exc_info[1] is reported[0]
+
+
+@pytest.mark.parametrize("trusted_hosts", [None, ["example.test"]])
+def test_server_name_with_another_host_is_live_as_flask_routes_it(
+    trusted_hosts: list[str] | None,
+) -> None:
+    """SPEC 1.3: with SERVER_NAME set, a live view is live for any Host Flask routes to it."""
+    app = Flask(__name__)
+    app.config["SERVER_NAME"] = "example.test"
+    app.config["TRUSTED_HOSTS"] = trusted_hosts
+
+    @app.get("/plain")
+    def plain() -> str:
+        return threading.current_thread().name
+
+    @app.get("/live")
+    @live
+    def live_view() -> None:
+        current_response().stream.write(threading.current_thread().name)
+
+    ext = Live(app, max_workers=2)
+    try:
+        client = webtest_app(app)
+        for host in ("example.test", "other.test", "www.example.test"):
+            headers = {"Host": host}
+            flask_says = client.get("/plain", headers=headers, expect_errors=True)
+            response = client.get("/live", headers=headers, expect_errors=True)
+            assert response.status_code == flask_says.status_code, host
+            if response.status_code == 200:
+                assert response.text.startswith("live_wsgi"), host
+    finally:
+        ext.shutdown()
+
+
+@pytest.mark.parametrize("matching", ["host", "subdomain"])
+def test_host_and_subdomain_matching_decide_live_ness(matching: str) -> None:
+    """SPEC 1.3: the same path is live on one host and not on another, as Flask routes them."""
+    if matching == "host":
+        app = Flask(__name__, host_matching=True, static_folder=None)
+        live_host, plain_host = "live.test", "plain.test"
+        live_rule, plain_rule = {"host": live_host}, {"host": plain_host}
+    else:
+        app = Flask(__name__, subdomain_matching=True, static_folder=None)
+        live_host, plain_host = "api.example.test", "example.test"
+        live_rule, plain_rule = {"subdomain": "api"}, {}
+    app.config["SERVER_NAME"] = "example.test"
+
+    @app.get("/feed", **live_rule)
+    @live
+    def live_feed() -> None:
+        current_response().stream.write("live " + threading.current_thread().name)
+
+    @app.get("/feed", endpoint="plain_feed", **plain_rule)
+    def plain_feed() -> str:
+        return "plain " + threading.current_thread().name
+
+    ext = Live(app, max_workers=2)
+    try:
+        client = webtest_app(app)
+        for _ in range(2):  # the same path, alternately live and not
+            assert client.get("/feed", headers={"Host": live_host}).text.startswith(
+                "live live_wsgi")
+            assert client.get("/feed", headers={"Host": plain_host}).text == (
+                "plain " + threading.current_thread().name)
+    finally:
+        ext.shutdown()
