@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import bottle
 
-from .middleware import LiveMiddleware, SetupHook, TeardownHook
+from .middleware import LiveMiddleware
+from .options import SetupHook, TeardownHook
 from .response import current_response
 
 if TYPE_CHECKING:

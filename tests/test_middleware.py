@@ -768,11 +768,14 @@ def test_same_status_after_commit_only_appends_the_body(live: Any) -> None:
     (a framework ending a view that wrote) is accepted; the body follows."""
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
-        current_response().stream.write(b"head ")
-        start_response("200 OK", [("Content-Type", "text/html; charset=UTF-8")])
+        response = current_response()
+        response.status_code = 201
+        response.stream.write(b"head ")
+        # The same code with the framework's own reason phrase.
+        start_response("201 CREATED", [("Content-Type", "text/html; charset=UTF-8")])
         return [b"tail"]
 
-    assert webtest_app(live(app)).get("/").body == b"head tail"
+    assert webtest_app(live(app)).get("/", status=201).body == b"head tail"
 
 
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
