@@ -71,7 +71,7 @@ class LiveBody:
             heartbeat = None
         # At the start of the body, so at a line boundary; never in a body of
         # a length the app declared, nor one the app returned whole.
-        self._opening = event_stream and response.content_length is None and not job.whole
+        self._opening = event_stream and response.content_length is None and not response.whole
         self._heartbeat = heartbeat
         self._probe = disconnect_probe(job.environ) if probe_interval else None
         ticks = [t for t in (heartbeat, probe_interval if self._probe else None) if t]

@@ -38,7 +38,7 @@ from .errors import (
     StreamClosed,
 )
 from .probe import disconnect_probe
-from .response import LiveResponse, _current, normalize_status
+from .response import LiveResponse, _current, no_body_status, normalize_status
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
@@ -131,9 +131,9 @@ class Job:
         self.error: BaseException | None = None
         self._started_response = False
         self._abandoned = False
-        #: The app returned its whole body (a list) before any write: the
-        #: response leaves as the app made it (SPEC 2.3), no opening comment.
-        self.whole = False
+        #: The server's file wrapper the app returned, handed back to the
+        #: server by S (SPEC 2.3: sendfile stays).
+        self.passthrough: Iterable[bytes] | None = None
         self.started_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -340,11 +340,13 @@ class Job:
         iterable: Iterable[bytes] | None = None
         try:
             iterable = self.app(self.environ, self._start_response)
-            write = self.response.stream.write
-            if type(iterable) is list:
-                self._whole_body(iterable)
-            for item in iterable:
-                write(item)
+            response = self.response
+            if not response.committed:
+                iterable = self._whole(iterable)
+            if iterable is not None:
+                write = response.stream.write
+                for item in iterable:
+                    write(item)
         except BaseException as exc:
             error = exc
         close = getattr(iterable, "close", None)
@@ -362,19 +364,36 @@ class Job:
             # The error's traceback holds this frame: no cycle through it.
             error = None
 
-    def _whole_body(self, body: list[Any]) -> None:
-        """The app returned its whole body as a list, before any write."""
+    def _whole(self, iterable: Iterable[bytes]) -> Iterable[bytes] | None:
+        """Before any write, the app returned ``iterable``: is it the whole
+        response? A list (or tuple), a ``wsgi.file_wrapper``, an iterable of a
+        declared length: then it leaves exactly as the app made it (SPEC 2.3).
+        Returns what W still iterates; None when the server takes it over."""
         response = self.response
-        if response.committed:
-            return
-        self.whole = True
+        if isinstance(iterable, (list, tuple)):
+            response.whole = True
+            self._whole_body(iterable)
+            return iterable
+        wrapper = self.environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(iterable, wrapper):
+            # The server's own file wrapper (sendfile): hand it back to S, who
+            # returns it to the server; the server iterates and closes it.
+            response.whole = True
+            self.passthrough = iterable
+            response.commit()
+            self.channel.end()
+            return None
+        if response.declared_length() is not None or (
+            self.environ.get("REQUEST_METHOD") == "HEAD" or no_body_status(response.status_code)
+        ):
+            response.whole = True  # a declared length, or no body at all
+        return iterable
+
+    def _whole_body(self, body: list[Any] | tuple[Any, ...]) -> None:
+        """The app returned its whole body as a list, before any write."""
         size = _byte_size(body)
         if size is None:
             return
-        if response.content_length is None and response.declared_length() == size:
-            # SPEC 2.3: the app asked for a length and the body is known to
-            # have it: keep it (the same bytes as without live_wsgi).
-            response.content_length = size
         if len(body) <= 16 and size <= COALESCE_LIMIT:
             # The queue takes it whole without blocking: wake S once the body
             # has ended, not at its first byte (one wake-up of S, not two).
@@ -509,7 +528,7 @@ def _call_logged(what: str, fn: Callable[..., object], *args: Any) -> None:
         log.exception("live_wsgi: %s failed", what)
 
 
-def _byte_size(body: list[Any]) -> int | None:
+def _byte_size(body: list[Any] | tuple[Any, ...]) -> int | None:
     """The total size of a list of bytes; None if anything else is in it."""
     size = 0
     for item in body:

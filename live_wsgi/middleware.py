@@ -260,6 +260,8 @@ class LiveMiddleware:
             response = job.response
             try:
                 start_response(response.status, response.wsgi_headers())
+                if job.passthrough is not None:
+                    return job.passthrough  # the server's own file wrapper
                 if response.bodiless:
                     return NoBody(job)
                 return LiveBody(job, response.heartbeat, self.probe_interval)

@@ -180,6 +180,11 @@ class LiveResponse:
         self.committed = False
         #: True when the committed response carries no body (HEAD, 1xx/204/304).
         self.bodiless = False
+        #: True when the app handed its response back whole (a list, a file
+        #: wrapper, an iterable of a declared length) before any write: the
+        #: commit keeps status and headers exactly as the app made them
+        #: (SPEC 2.3); the defaults are for responses streamed live.
+        self.whole = False
         #: Seconds of silence before a ``text/event-stream`` heartbeat; None
         #: for none. Defaults to the middleware's ``heartbeat``; set it
         #: before the commit to change it for this response.
@@ -312,6 +317,9 @@ class LiveResponse:
         # One pass over a plain list: this runs for every live request, and
         # Werkzeug's Headers makes each lookup of a missing name cost an
         # exception.
+        if self.whole:
+            self._keep_headers()
+            return
         code = self.status_code
         bodiless = no_body_status(code)
         final: list[tuple[str, str]] = []
@@ -342,6 +350,21 @@ class LiveResponse:
             self._header_list = final
         else:
             # The same object, refilled: code holding it must see it frozen.
+            self._headers.clear()
+            self._headers.extend(final)
+
+    def _keep_headers(self) -> None:
+        """A whole response: its headers as the app made them (checked, so
+        nothing can inject a header), its declared length enforced."""
+        final = [check_header(name, value) for name, value in self._pending_headers()]
+        if self._content_length is None:
+            self._content_length = self.declared_length()
+        elif self.declared_length() is None:
+            final.append(("Content-Length", str(self._content_length)))
+        self._wsgi_headers = final
+        if self._headers is None:
+            self._header_list = final
+        else:
             self._headers.clear()
             self._headers.extend(final)
 

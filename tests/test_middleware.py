@@ -330,15 +330,17 @@ def test_bad_headers_fail_before_commit(live: Any, name: str, value: str) -> Non
 
 
 def test_commit_defaults(live: Any) -> None:
-    """SPEC 2.3: no-cache, no Content-Length, X-Accel-Buffering, no hop-by-hop, a Content-Type."""
+    """SPEC 2.3: a response streamed live gets no-cache, no Content-Length,
+    X-Accel-Buffering, no hop-by-hop header, a Content-Type."""
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
-        start_response("200 OK", [
+        write = start_response("200 OK", [
             ("Content-Length", "5"), ("Connection", "keep-alive"),
             ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"),
             ("Upgrade", "h2c"), ("Trailer", "X-T"),
         ])  # fmt: skip
-        return [b"hello world"]
+        write(b"hello world")  # streamed live: the commit is this write
+        return []
 
     response = open_stream(live(app))  # the headers exactly as the server gets them
     headers = {k.lower(): v for k, v in response.headers.items()}
@@ -355,11 +357,11 @@ def test_commit_defaults(live: Any) -> None:
 def test_commit_defaults_keep_what_the_app_set(live: Any) -> None:
     """SPEC 2.3: the app's own Cache-Control, X-Accel-Buffering, Content-Type stay."""
 
-    def app(environ: Any, start_response: Any) -> list[bytes]:
+    def app(environ: Any, start_response: Any) -> Any:
         start_response("200 OK", [("Cache-Control", "private, max-age=5"),
                                   ("X-Accel-Buffering", "yes"),
                                   ("Content-Type", "text/csv")])
-        return [b"a,b\n"]
+        yield b"a,b\n"  # streamed live
 
     response = webtest_app(live(app), lint=True).get("/")
     assert response.headers["Cache-Control"] == "private, max-age=5"
@@ -394,19 +396,38 @@ def test_list_body_of_the_declared_length_keeps_content_length(live: Any) -> Non
 
 
 @pytest.mark.parametrize("body", [
-    [b"hello"],  # shorter than declared
-    ClosingIterable([b"hello world"]),  # not a list: the length is only promised
+    [b"hello"],  # a list shorter than declared
+    ClosingIterable([b"hello"]),  # an iterable shorter than it promised
 ])  # fmt: skip
-def test_unverified_content_length_is_dropped(live: Any, body: Any) -> None:
-    """SPEC 2.3: a Content-Length live_wsgi cannot verify up front is not sent."""
+def test_a_whole_response_shorter_than_declared_is_cut(live: Any, body: Any) -> None:
+    """SPEC 2.3, 5.2: a whole response keeps its declared Content-Length; a body
+    that falls short of it is cut, never passed off as complete."""
 
     def app(environ: Any, start_response: Any) -> Any:
         start_response("200 OK", [("Content-Length", "11")])
         return body
 
     response = open_stream(live(app))
-    assert "content-length" not in {k.lower() for k, _ in response.headers.items()}
-    assert b"".join(chunks(response)) in (b"hello", b"hello world")
+    assert response.headers["Content-Length"] == "11"
+    received = []
+    with pytest.raises(ResponseAborted):
+        received.extend(chunks(response))
+    assert b"".join(received) == b"hello"
+    response.close()
+
+
+def test_an_iterable_of_a_declared_length_leaves_as_made(live: Any) -> None:
+    """SPEC 2.3: an iterable with a declared length is a whole response: the
+    app's own headers, no defaults added, its length kept."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("302 Found", [("Location", "/next"), ("Content-Length", "11")])
+        return ClosingIterable([b"hello ", b"world"])
+
+    response = open_stream(live(app))
+    assert response.status == "302 Found"
+    assert list(response.headers.items()) == [("Location", "/next"), ("Content-Length", "11")]
+    assert b"".join(chunks(response)) == b"hello world"
     response.close()
 
 
