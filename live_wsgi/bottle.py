@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import bottle
 
 from .middleware import LiveMiddleware
-from .options import SetupHook, TeardownHook
+from .options import SetupHook, TeardownHook, check_route_options
 from .response import current_response
 
 if TYPE_CHECKING:
@@ -129,6 +129,15 @@ def _route_options(route: Any) -> Any:
     return bool(option)
 
 
+def _checked_route(route: Any) -> None:
+    option = _route_options(route)
+    if isinstance(option, dict):
+        try:
+            check_route_options(option)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"route {route.method} {route.rule!r}: {exc}") from None
+
+
 class LivePlugin:
     """Run routes declared with ``live=True`` (or a dict of options) live.
 
@@ -152,6 +161,17 @@ class LivePlugin:
         options = _unbinding({"setup": None, "teardown": None, **self.options})
         self.middleware = LiveMiddleware(self._wsgi, when=self._live_options, **options)
         app.wsgi = self.middleware
+        # Check each route's live options where it is declared, not at its
+        # first request: the routes so far, and every one added from now on.
+        for route in app.routes:
+            _checked_route(route)
+        add_route = app.add_route
+
+        def checked_add_route(route: Any) -> Any:
+            _checked_route(route)
+            return add_route(route)
+
+        app.add_route = checked_add_route
 
     def apply(self, callback: Any, route: Any) -> Any:
         # The decision is made before Bottle dispatches; a live callback only

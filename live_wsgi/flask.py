@@ -68,6 +68,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from .middleware import LiveMiddleware
+from .options import check_route_options
 from .response import LiveResponse, current_response
 
 if TYPE_CHECKING:
@@ -119,8 +120,10 @@ def live(view: F | None = None, **options: Any) -> Any:
     """Mark a view live. ``@live`` or ``@live(heartbeat=5, excluded_keys=[...])``.
 
     ``options`` override the extension's for this view (see
-    ``live_wsgi.middleware.ROUTE_OPTIONS``).
+    ``live_wsgi.middleware.ROUTE_OPTIONS``); they are checked here, where
+    the view is declared.
     """
+    check_route_options(options)
 
     def decorate(view: F) -> F:
         @functools.wraps(view)

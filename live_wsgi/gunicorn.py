@@ -74,6 +74,36 @@ def install_shutdown_handler(grace: float = SHUTDOWN_GRACE) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+#: gunicorn worker classes that serve one request at a time (SPEC 8.2).
+SINGLE_THREADED = frozenset({"sync"})
+
+
+def when_ready(server: Any) -> None:
+    """gunicorn hook: runs in the master once it is ready to serve.
+
+    Warns at startup, not at the first live request, when the configured
+    worker serves one request at a time (SPEC 8.2).
+    """
+    warn_if_single_threaded(server.cfg)
+
+
+def warn_if_single_threaded(cfg: Any) -> bool:
+    """Log a warning if ``cfg`` (gunicorn's config) runs a sync worker; True if so."""
+    worker = str(getattr(cfg, "worker_class_str", "") or "").rsplit(".", 1)[-1].lower()
+    threads = getattr(cfg, "threads", 1) or 1
+    if worker in SINGLE_THREADED or worker == "syncworker":
+        if threads > 1:
+            return False  # gunicorn runs gthread when sync is given threads
+        log.warning(
+            "live_wsgi: gunicorn runs the sync worker (one request at a time, "
+            "and it kills long responses at --timeout): live streams need "
+            "-k gthread (or gevent). live_wsgi.gunicorn sets gthread; something "
+            "overrode worker_class."
+        )
+        return True
+    return False
+
+
 def post_worker_init(worker: Any) -> None:
     """gunicorn hook: runs in each worker once it is ready."""
     install_shutdown_handler(SHUTDOWN_GRACE)

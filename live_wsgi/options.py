@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .context import Exclusions
@@ -92,8 +92,13 @@ def hook(name: str, value: object) -> Any:
     return value
 
 
-def make_options(base: Options | None, **values: Any) -> Options:
-    """Checked options: ``values`` over ``base`` (all of them when no base)."""
+def check_route_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked form of per-route options (``ROUTE_OPTIONS``).
+
+    Framework glue calls it where a route is declared (``@live(...)``,
+    Bottle's ``live={...}``), so a bad option fails there, not as a 500 at
+    the route's first request.
+    """
     unknown = set(values) - ROUTE_OPTIONS
     if unknown:
         raise ValueError(
@@ -111,6 +116,12 @@ def make_options(base: Options | None, **values: Any) -> Options:
             checked["exclusions"] = Exclusions(value)
         else:
             checked[key] = hook(key, value)
+    return checked
+
+
+def make_options(base: Options | None, **values: Any) -> Options:
+    """Checked options: ``values`` over ``base`` (all of them when no base)."""
+    checked = check_route_options(values)
     if base is None:
         return Options(**checked)
     # replace() keeps the other fields as they are: the same hooks, the

@@ -41,9 +41,12 @@ def current_response() -> LiveResponse:
         return _current.get()
     except LookupError:
         raise RuntimeError(
-            "current_response() was called outside a live request: it works "
-            "in the app running under LiveMiddleware on the worker thread (or "
-            "in a thread started with contextvars.copy_context() from there)."
+            "current_response() was called outside a live request. It works in "
+            "an app running under LiveMiddleware, on the worker thread (or in a "
+            "thread started with contextvars.copy_context() from there). Likely "
+            "causes: LiveMiddleware's when= returned false for this path, or "
+            "the view is not marked live (@live in Flask, live=True in Bottle, "
+            "@live in Django), or the code runs on the server thread."
         ) from None
 
 
