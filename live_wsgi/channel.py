@@ -160,6 +160,16 @@ class Channel:
         :raises LiveError: after an abort, the abort's error (a
             ``WriteTimeout`` when ``timeout`` ran out with no progress).
         """
+        try:
+            self._put(data, timeout)
+        except LiveError:
+            # This write aborted the channel (too long, write_timeout): wake
+            # whatever else the producer's threads sleep on.
+            if self._wakers and self._abort_error is not None:
+                self._run_wakers()
+            raise
+
+    def _put(self, data: bytes, timeout: float | None) -> None:
         size = len(data)
         with self._lock:
             if self._abort_error is not None:

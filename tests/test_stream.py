@@ -546,3 +546,24 @@ def test_close_with_a_writer_still_blocked_is_short_not_complete(live: Any) -> N
 def _quietly(fn: Any, *args: Any) -> None:
     with contextlib.suppress(StreamClosed, ClientDisconnected):
         fn(*args)
+
+
+def test_wakers_run_on_every_kind_of_abort() -> None:
+    """SPEC 3.6: add_waker callbacks run when the stream is aborted by a client
+    that left, by shutdown, and by a write that timed out (write_timeout)."""
+    woken: list[str] = []
+    for cause in ("abort", "interrupt", "write timeout"):
+        channel = Channel(1)
+        channel.add_waker(lambda cause=cause: woken.append(cause))
+        if cause == "abort":
+            channel.abort(ClientDisconnected, "gone")
+        elif cause == "interrupt":
+            channel.interrupt()
+        else:
+            channel.put(b"x", timeout=0)
+            with pytest.raises(WriteTimeout):
+                channel.put(b"y", timeout=0.01)
+    assert woken == ["abort", "interrupt", "write timeout"]
+    late: list[bool] = []
+    channel.add_waker(lambda: late.append(True))  # already aborted: at once
+    assert late == [True]
