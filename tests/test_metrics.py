@@ -9,6 +9,7 @@ workers serve are all counted in one scrape.
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 
 SIGNALS = ["stream_started", "stream_committed", "stream_closed", "client_disconnected",
            "stream_error", "send_stream"]
+README = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
 
 
 class Samples:
@@ -357,6 +359,38 @@ def test_install_on_a_registry_with_a_taken_name_leaves_nothing() -> None:
     assert metrics.installed() is None
     assert receiver_counts() == before
     assert generate_latest(reg) == mine
+
+
+def readme_example() -> str:
+    """The first code block of the README's Metrics section."""
+    section = README.split("\nMetrics\n-------\n", 1)[1]
+    after = section.split("::\n\n", 1)[1]
+    lines = []
+    for line in after.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines))
+
+
+def test_readme_example_runs() -> None:
+    """SPEC 7.3: the README's metrics example streams and serves /metrics as shown."""
+    namespace: dict[str, Any] = {}
+    exec(compile(readme_example(), "README.rst", "exec"), namespace)
+    app = namespace["app"]
+    mw = app.app
+    assert isinstance(mw, LiveMiddleware)
+    try:
+        started = open_stream(app, "/ticks")
+        assert next(chunks(started)) == b"tick 0\n"
+        started.close()  # the client leaves: stream.wait returns True
+        assert mw.wait_idle(WAIT)
+        m = Samples(webtest_app(app).get("/metrics").text)
+        assert m("live_wsgi_client_disconnects_total") == 1
+        assert m("live_wsgi_streams_closed_total", outcome="disconnected") == 1
+    finally:
+        metrics.uninstall(REGISTRY)
+        mw.shutdown(timeout=WAIT)
 
 
 # -- gunicorn, several workers ------------------------------------------------------------
