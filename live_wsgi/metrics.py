@@ -27,9 +27,8 @@ its own every ``sample_interval`` seconds (from its first live request on)
 into gauges that prometheus_client sums over the live workers
 (``multiprocess_mode="livesum"``).
 
-Refusals (the 503s and EventSource turn-aways of ``LiveMiddleware``) have no
-signal yet: ``install()`` wraps ``LiveMiddleware._unavailable``, which only
-runs for a refused request, and ``uninstall()`` restores it.
+Refusals (the 503s and EventSource turn-aways of ``LiveMiddleware``) come
+from the ``stream_refused`` signal.
 """
 
 from __future__ import annotations
@@ -61,11 +60,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import signals
-from .middleware import LiveMiddleware, instances
+from .middleware import instances
 from .pool import LivePool
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -203,6 +202,7 @@ class LiveMetrics:
             (signals.stream_closed, self._on_closed),
             (signals.client_disconnected, self._on_disconnected),
             (signals.stream_error, self._on_error),
+            (signals.stream_refused, self._on_refused),
         ]
 
     # -- lifecycle (install() and uninstall() call these under _lock) -------
@@ -278,9 +278,7 @@ class LiveMetrics:
     def _on_error(self, sender: Any, *, error: BaseException, **facts: Any) -> None:
         self.stream_errors.labels(type(error).__name__).inc()
 
-    def _on_refused(self, middleware: LiveMiddleware, status: str) -> None:
-        answer = "503" if status.startswith("503") else "retry"
-        reason = "shutdown" if middleware.closing else "busy"
+    def _on_refused(self, sender: Any, *, answer: str, reason: str, **facts: Any) -> None:
         self.refused.labels(answer, reason).inc()
 
 
@@ -301,15 +299,9 @@ def pool_counts() -> dict[str, int]:
         pool = middleware.executor
         if not isinstance(pool, LivePool):
             continue  # a custom Executor: nothing to read
-        # LivePool keeps these counts private (no accessor yet), under its
-        # lock: a thread on its way to a job counts as waiting, and a job
-        # that no waiting thread will take is queued.
-        with pool._lock:
-            threads = len(pool._threads)
-            waiting = pool._waiting
-            backlog = pool._backlog
-        busy += threads - waiting
-        queued += max(0, backlog - waiting)
+        counts = pool.counts()
+        busy += counts.busy
+        queued += counts.queued
         if not middleware.closing:
             most += pool.max_workers
     return {
@@ -386,35 +378,6 @@ class _PoolSampler:
                 return
 
 
-# -- refusals --------------------------------------------------------------------
-
-_original_unavailable: Callable[..., Iterable[bytes]] | None = None
-
-
-def _counting_unavailable(
-    self: LiveMiddleware, environ: WSGIEnvironment, start_response: StartResponse
-) -> Iterable[bytes]:
-    """``LiveMiddleware._unavailable``, counted: it runs only for refusals."""
-    assert _original_unavailable is not None
-    answered: list[str] = []
-
-    def answering(
-        status: str, headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Callable[[bytes], object]:
-        answered.append(status)
-        return start_response(status, headers, exc_info)
-
-    try:
-        return _original_unavailable(self, environ, answering)
-    finally:
-        metrics = _installed
-        if answered and metrics is not None:
-            try:
-                metrics._on_refused(self, answered[-1])
-            except Exception:  # metrics never break the answer
-                log.exception("live_wsgi: counting a refused request failed")
-
-
 # -- install ---------------------------------------------------------------------
 
 def install(
@@ -430,7 +393,7 @@ def install(
     :param sample_interval: multi-process mode only: seconds between two
         samples of the pool gauges in each worker.
     """
-    global _installed, _original_unavailable
+    global _installed
     if registry is None:
         registry = REGISTRY
     if (isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float))
@@ -447,8 +410,6 @@ def install(
             )
         metrics = LiveMetrics(registry, float(sample_interval))
         metrics._connect()  # all or nothing
-        _original_unavailable = LiveMiddleware._unavailable
-        LiveMiddleware._unavailable = _counting_unavailable  # type: ignore[method-assign]
         _installed = metrics
         return metrics
 
@@ -459,7 +420,7 @@ def uninstall(registry: CollectorRegistry | None = None) -> bool:
     ``registry``, when given, must be the one they were installed on.
     Returns False when nothing was installed.
     """
-    global _installed, _original_unavailable
+    global _installed
     with _lock:
         metrics = _installed
         if metrics is None:
@@ -467,9 +428,6 @@ def uninstall(registry: CollectorRegistry | None = None) -> bool:
         if registry is not None and registry is not metrics.registry:
             raise ValueError("live_wsgi metrics are installed on another registry")
         _installed = None
-        if _original_unavailable is not None:
-            LiveMiddleware._unavailable = _original_unavailable  # type: ignore[method-assign]
-            _original_unavailable = None
         metrics._disconnect()
         return True
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
+from . import signals
 from .body import LiveBody, NoBody
 from .context import ExcludedKeys, Snapshot
 from .errors import ClientDisconnected
@@ -297,7 +298,13 @@ class LiveMiddleware:
         """No worker free (or shutting down): 503, or a clean end for EventSource."""
         accept = parse_accept_header(environ.get("HTTP_ACCEPT"), MIMEAccept)
         retry = self.retry_after
-        if any(value == "text/event-stream" and q > 0 for value, q in accept):
+        event_source = any(value == "text/event-stream" and q > 0 for value, q in accept)
+        if signals.stream_refused.receivers:
+            signals.emit(signals.stream_refused, self, environ=environ,
+                         method=environ.get("REQUEST_METHOD"), path=environ.get("PATH_INFO"),
+                         answer="retry" if event_source else "503",
+                         reason="shutdown" if self._closing else "busy")
+        if event_source:
             # An EventSource gives up for good after any non-200 answer: tell
             # it when to come back instead, and end the stream cleanly.
             start_response("200 OK", [

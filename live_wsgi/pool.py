@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import Empty, SimpleQueue
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 log = logging.getLogger("live_wsgi")
 
@@ -39,6 +39,14 @@ T = TypeVar("T")
 IDLE_TIMEOUT = 60.0
 
 _serial = itertools.count()
+
+
+class PoolCounts(NamedTuple):
+    """A reading of ``LivePool.counts()``."""
+
+    threads: int
+    busy: int
+    queued: int
 
 
 class LivePool(Executor):
@@ -83,6 +91,15 @@ class LivePool(Executor):
 
     def __repr__(self) -> str:
         return f"<LivePool {len(self._threads)}/{self.max_workers} threads>"
+
+    def counts(self) -> PoolCounts:
+        """How many threads run, how many of them are busy, how many jobs wait
+        for one: one consistent reading (for metrics and debugging)."""
+        with self._lock:
+            threads, waiting, backlog = len(self._threads), self._waiting, self._backlog
+        # A thread on its way to a job counts as waiting; a job no waiting
+        # thread will take is queued.
+        return PoolCounts(threads, threads - waiting, max(0, backlog - waiting))
 
     def start(self, fn: Callable[[], object]) -> None:
         """Run ``fn()`` on a pool thread, without a ``Future``.

@@ -18,6 +18,11 @@ Each is sent with the ``LiveMiddleware`` as sender and keyword arguments:
   ``status``, ``bytes_sent``, ``duration``, ``error``.
 - ``send_stream``: a download started. ``environ``, ``filename``,
   ``disposition``, ``type``, ``size``.
+- ``stream_refused``: a live request was turned away before it ran (every
+  pool thread busy past ``queue_timeout``, or shutting down). ``environ``,
+  ``method``, ``path``, ``answer`` (``"503"``, or ``"retry"`` for an
+  ``EventSource``, which gets 200 and a ``retry:`` field), ``reason``
+  (``"busy"`` or ``"shutdown"``).
 
 Receivers run on the thread that sends; an exception in one (a
 ``BaseException`` too) is logged and never breaks the stream.
@@ -40,6 +45,7 @@ stream_closed = _signals.signal("live_wsgi.stream_closed")
 client_disconnected = _signals.signal("live_wsgi.client_disconnected")
 stream_error = _signals.signal("live_wsgi.stream_error")
 send_stream = _signals.signal("live_wsgi.send_stream")
+stream_refused = _signals.signal("live_wsgi.stream_refused")
 
 
 def emit(signal: NamedSignal, sender: Any, **facts: Any) -> None:

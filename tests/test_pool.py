@@ -227,3 +227,19 @@ def test_pool_threads_do_not_outlive_their_middleware() -> None:
     until(lambda: not {t for t in threading.enumerate()
                        if t.name.startswith("live_wsgi_")} - before,
           "the dropped middlewares' threads to exit")
+
+
+def test_counts_read_threads_busy_and_queued() -> None:
+    """SPEC 2.4: one consistent reading of the pool for metrics."""
+    pool = LivePool(1)
+    release, started = threading.Event(), threading.Event()
+    try:
+        assert pool.counts() == (0, 0, 0)
+        pool.start(lambda: (started.set(), release.wait(WAIT)))
+        assert started.wait(WAIT)
+        pool.start(lambda: None)
+        counts = pool.counts()
+        assert (counts.threads, counts.busy, counts.queued) == (1, 1, 1)
+    finally:
+        release.set()
+        pool.shutdown()

@@ -16,7 +16,7 @@ from .support import chunks, open_stream, webtest_app
 pytestmark = pytest.mark.timeout(30)
 
 NAMES = ["stream_started", "stream_committed", "stream_closed", "client_disconnected",
-         "stream_error", "send_stream"]
+         "stream_error", "send_stream", "stream_refused"]
 
 
 @pytest.fixture
@@ -135,3 +135,31 @@ def test_failing_receiver_is_logged_not_raised(live: Any, caplog: Any) -> None:
         signals.stream_committed.disconnect(broken)
     assert any("receiver" in r.getMessage() and r.levelno == logging.ERROR
                for r in caplog.records)
+
+
+def test_refused_requests_are_signalled(live: Any, received: list[Any]) -> None:
+    """SPEC 2.4, 7.3: stream_refused for a 503, an EventSource turn-away and a
+    refusal at shutdown, with path, answer and reason; the app never runs."""
+    release, started = threading.Event(), threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        started.set()
+        release.wait(10)
+        return [b"ok"]
+
+    mw = live(app, max_workers=1, queue_timeout=0.05)
+    busy = threading.Thread(target=lambda: webtest_app(mw).get("/busy"))
+    busy.start()
+    try:
+        assert started.wait(10)
+        webtest_app(mw).get("/a", status=503)
+        webtest_app(mw).get("/b", headers={"Accept": "text/event-stream"})
+    finally:
+        release.set()
+        busy.join(10)
+    mw.shutdown()
+    webtest_app(mw).get("/c", status=503)
+    refused = [(f["path"], f["answer"], f["reason"]) for name, sender, f in received
+               if name == "stream_refused" and sender is mw]
+    assert refused == [("/a", "503", "busy"), ("/b", "retry", "busy"),
+                       ("/c", "503", "shutdown")]
