@@ -19,6 +19,14 @@ Each is sent with the ``LiveMiddleware`` as sender and keyword arguments:
 - ``send_stream``: a download started. ``environ``, ``filename``,
   ``disposition``, ``type``, ``size``.
 
+The broker's reader (``live_wsgi.redis_broker``) sends two more, with the
+broker as sender, once per outage of a process that has subscriptions:
+
+- ``broker_disconnected``: the broker cannot be reached; open streams stay
+  open and the reader reconnects with backoff. ``error``.
+- ``broker_reconnected``: it can be reached again; each channel resumed, or
+  its subscribers got a reset (SPEC 9.6). ``downtime`` (seconds).
+
 Receivers run on the thread that sends; an exception in one (a
 ``BaseException`` too) is logged and never breaks the stream.
 """
@@ -40,6 +48,8 @@ stream_closed = _signals.signal("live_wsgi.stream_closed")
 client_disconnected = _signals.signal("live_wsgi.client_disconnected")
 stream_error = _signals.signal("live_wsgi.stream_error")
 send_stream = _signals.signal("live_wsgi.send_stream")
+broker_disconnected = _signals.signal("live_wsgi.broker_disconnected")
+broker_reconnected = _signals.signal("live_wsgi.broker_reconnected")
 
 
 def emit(signal: NamedSignal, sender: Any, **facts: Any) -> None:
