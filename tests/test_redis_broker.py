@@ -1,13 +1,19 @@
 """The Redis Streams broker against a real redis-server: what only it has
-(SPEC 9.3, 9.5, 9.6, 9.8).
+(SPEC 9.3, 9.5, 9.6, 9.8, and 9.1, 9.7 across processes and hosts under gunicorn).
 The semantics every backend shares are in test_broadcast.py, run on Redis too."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -22,7 +28,9 @@ from live_wsgi.broadcast import (
     broker_from_url,
 )
 from live_wsgi.redis_broker import RedisBroker
+from live_wsgi.testing import SSEParser
 
+from .realserver import Response, Server, gunicorn, send_request
 from .redisserver import RedisServer
 from .support import WAIT, wait
 
@@ -307,3 +315,198 @@ def test_from_zero_without_entries_added_counts_as_lost_once_full() -> None:
         assert broker._history_reply(ZERO, [[], missing]) == (True, [])
     finally:
         broker.shutdown()
+
+
+# -- across processes and hosts: gunicorn ------------------------------------------------
+
+APP = "tests.apps.broadcast_app:app"
+CONF = "python:tests.apps.broadcast_conf"
+PID_LINE = re.compile(rb": pid (\d+) broker-made-in (\d+)\n\n")
+
+
+class Subscriber:
+    """A fan-out SSE client on a raw socket: the worker it landed on, its events."""
+
+    def __init__(self, server: Server, channel: str, last_event_id: str | None = None) -> None:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        self.response = server.get(f"/events/{channel}", headers=headers)
+        assert self.response.status == 200
+        match = PID_LINE.fullmatch(self.response.next_chunk() or b"")
+        assert match, "the first chunk names the worker"
+        self.pid, self.broker_made_in = int(match[1]), int(match[2])
+        self.parser = SSEParser()
+        self.pending: list[testing.Event] = []
+
+    def events(self, n: int) -> list[testing.Event]:
+        while len(self.pending) < n:
+            chunk = self.response.next_chunk()
+            assert chunk is not None, f"the stream ended after {self.pending}"
+            self.pending += self.parser.feed(chunk)
+        got, self.pending = self.pending[:n], self.pending[n:]
+        return got
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def publish(server: Server, channel: str, data: str = "", count: int = 1) -> list[str]:
+    sock = server.connect()
+    try:
+        query = urlencode({"channel": channel, "data": data, "count": count})
+        send_request(sock, f"/publish?{query}",
+                     method="POST", headers={"Content-Length": "0", "Connection": "close"})
+        response = Response(sock)
+        assert response.status == 200
+        ids: list[str] = json.loads(response.read_all())
+        return ids
+    finally:
+        sock.close()
+
+
+def workers_of(server: Server, n: int, ready: Path) -> set[int]:
+    """The PIDs of the gunicorn master's ``n`` workers, once each is accepting
+    (it created ``ready/ready-<pid>``, see broadcast_conf.py)."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+
+    def all_ready() -> bool:
+        pids = children.read_text().split()
+        return len(pids) == n and all((ready / f"ready-{pid}").exists() for pid in pids)
+
+    until(all_ready, f"{n} workers ready")
+    return {int(pid) for pid in children.read_text().split()}
+
+
+#: Subscribers one host may get while spreading them over its workers; the
+#: gunicorns run with more threads than that, so none waits for a thread.
+MAX_SPREAD = 40
+
+
+def subscribe_every_worker(server: Server, channel: str, workers: set[int],
+                           opened: list[Subscriber]) -> list[Subscriber]:
+    """Open subscribers until each worker has one (the kernel picks the worker)."""
+    mine: list[Subscriber] = []
+    seen: set[int] = set()
+    while seen != workers:
+        assert len(mine) < MAX_SPREAD, f"only workers {seen} of {workers} reached"
+        sub = Subscriber(server, channel)
+        opened.append(sub)
+        mine.append(sub)
+        seen.add(sub.pid)
+    return mine
+
+
+class Host(NamedTuple):
+    server: Server
+    workers: set[int]
+
+
+@pytest.fixture(scope="module")
+def hosts(redis_server: RedisServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host]]:
+    """Two gunicorns ("hosts") of two gthread workers each on one Redis; the
+    second with ``--preload`` and the reader already started in its master.
+    Both have all their workers accepting when this returns."""
+    ready = tmp_path_factory.mktemp("ready")
+    env = {"LIVE_WSGI_BROKER": redis_server.url, "BROADCAST_PREFIX": f"hosts{os.getpid()}:",
+           "BROADCAST_MAXLEN": "10", "BROADCAST_READY_DIR": str(ready)}
+    threads = ("--threads", str(MAX_SPREAD + 16))
+    with ExitStack() as stack:
+        a = stack.enter_context(gunicorn(APP, "--workers", "2", *threads, "--config", CONF,
+                                         env=env))
+        b = stack.enter_context(gunicorn(APP, "--workers", "2", *threads, "--preload",
+                                         "--config", CONF, env={**env, "BROADCAST_WARM": "1"}))
+        yield Host(a, workers_of(a, 2, ready)), Host(b, workers_of(b, 2, ready))
+
+
+def test_every_worker_of_every_host_gets_each_event_once_in_order(
+        hosts: tuple[Host, Host]) -> None:
+    """SPEC 9.1, 9.5: a publish on either host reaches every subscriber in every
+    worker of both hosts, once and in order; with --preload the broker made in
+    the master (its reader already running) works in every forked worker."""
+    (a, workers_a), (b, workers_b) = hosts
+    opened: list[Subscriber] = []
+    try:
+        subs = subscribe_every_worker(a, "all", workers_a, opened)
+        subs += subscribe_every_worker(b, "all", workers_b, opened)
+        master_b = b.proc.pid
+        assert {s.broker_made_in for s in subs if s.pid in workers_b} == {master_b}
+        assert all(s.broker_made_in == s.pid for s in subs if s.pid in workers_a)
+        ids = []
+        for n in range(6):
+            ids += publish(a if n % 2 else b, "all", f"e{n}")
+        for sub in subs:
+            got = sub.events(6)
+            assert [(e.id, e.data) for e in got] == [(i, f"e{n}") for n, i in enumerate(ids)]
+    finally:
+        for sub in opened:
+            sub.close()
+
+
+def test_last_event_id_resumes_over_http(hosts: tuple[Host, Host]) -> None:
+    """SPEC 9.3: a client reconnecting with Last-Event-ID (to another host)
+    gets what it missed, without gap or duplicate; a trimmed or forged id gets
+    a stream-reset event, then the live feed."""
+    (a, _), (b, _) = hosts
+    opened: list[Subscriber] = []
+    try:
+        sub = Subscriber(a, "resume")
+        opened.append(sub)
+        ids = publish(b, "resume", "x", count=5)
+        assert [e.id for e in sub.events(5)] == ids
+        sub.close()
+        ids += publish(a, "resume", "y", count=2)
+        back = Subscriber(b, "resume", last_event_id=ids[2])  # mid-stream
+        opened.append(back)
+        assert [e.id for e in back.events(4)] == ids[3:]
+
+        first = publish(a, "trimmed", "old")[0]
+        top = publish(a, "trimmed", "new", count=250)[-1]  # maxlen 10: `first` is trimmed
+        for last_id, host in ((first, a), ("forged", b), ("1-0", a)):
+            reset = Subscriber(host, "trimmed", last_event_id=last_id)
+            opened.append(reset)
+            (event,) = reset.events(1)
+            assert (event.event, event.id, json.loads(event.data)) == (
+                RESET_EVENT, top, {"id": top})
+        live = publish(b, "trimmed", "live")
+        for reset in opened[2:]:
+            assert [e.id for e in reset.events(1)] == live
+    finally:
+        for sub in opened:
+            sub.close()
+
+
+def test_fan_out_streams_hold_no_pool_thread(redis_server: RedisServer,
+                                             tmp_path: Path) -> None:
+    """SPEC 9.7, 9.5: 500 fan-out streams on one gthread worker: one server
+    thread each, no live_wsgi pool thread, one broker reader."""
+    streams = 500
+    env = {"LIVE_WSGI_BROKER": redis_server.url, "BROADCAST_PREFIX": f"many{os.getpid()}:",
+           "BROADCAST_READY_DIR": str(tmp_path)}
+    opened: list[Subscriber] = []
+    with gunicorn(APP, "--threads", str(streams + 20), "--config", CONF, env=env) as server:
+        try:
+            (worker,) = workers_of(server, 1, tmp_path)
+            live = server.get("/live")  # the LiveMiddleware route runs on its pool
+            assert live.read_all() == b"from a pool thread\n"
+            live.close()
+            pool_before = [t for t in server.get_json("/info")["threads"]  # type: ignore[union-attr]
+                           if t.startswith("live_wsgi_")]
+            for _ in range(streams):
+                opened.append(Subscriber(server, "many"))
+            assert {s.pid for s in opened} == {worker}
+            info = server.get_json("/info")
+            assert info["subscriptions"] == streams
+            names: list[str] = info["threads"]  # type: ignore[assignment]
+            assert [t for t in names if t.startswith("live_wsgi_")] == pool_before
+            assert names.count(READER) == 1
+            tasks = len(os.listdir(f"/proc/{worker}/task"))
+            # One server thread per stream, plus gunicorn's own, the reader, the pool.
+            assert streams <= tasks <= streams + len(pool_before) + 10, tasks
+            (sent,) = publish(server, "many", "to all")
+            for sub in opened:
+                assert [e.id for e in sub.events(1)] == [sent]
+        finally:
+            for sub in opened:
+                sub.close()
