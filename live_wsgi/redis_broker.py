@@ -16,12 +16,17 @@ spans every watched channel's key.
 design: one daemon reader thread per process, started by the first
 subscribe in that process (a gunicorn ``--preload`` master may create the
 broker; each forked worker starts its own reader), with its own connection,
-reads every watched channel in one ``XREAD BLOCK``. A channel watched anew
+waits on every watched channel in one ``XREAD BLOCK``. A channel watched anew
 interrupts the blocked read at once (``CLIENT UNBLOCK`` from the command
-pool; where ACLs forbid ``CLIENT``, within the block time instead). The
-reader owns its reconnect loop (redis-py retries are off everywhere: a retried
-``XADD`` can publish twice, a retried blocking read waits minutes); request
-threads publish and read history through a pool with short timeouts.
+pool; where ACLs forbid ``CLIENT``, within the block time instead). XREAD is
+only the wake-up: the news is read with one atomic ``XRANGE`` per channel
+from the reader's cursor, inclusive, so a cursor that was trimmed away before
+the read (a burst larger than the history) resets the channel's subscribers
+where XREAD would hand out what is left as if nothing was missed. The reader
+owns its reconnect loop (redis-py retries are off everywhere: a retried
+``XADD`` can publish twice, a retried blocking read waits minutes) and, once
+back, goes on from each cursor the same way. Request threads publish and
+read history through a pool with short timeouts.
 
 Ids are Redis stream ids, so SPEC 9.3's rule is "is the subscriber's last id
 still in the stream": ``XRANGE key <id> + COUNT n`` (inclusive) shows it as
