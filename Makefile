@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := test,flask,bottle,gevent,gunicorn,metrics
+EXTRAS := test,flask,bottle,gevent,gunicorn,metrics,redis
 
-.PHONY: setup test lint typecheck pytest browser wrk run bench bench-quick clean
+.PHONY: setup test lint typecheck pytest browser redis wrk run bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,19 @@ browser:
 	    echo "installing Debian's chromium for the browser test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-pytest: $(STAMP) browser
+# The broadcast tests run Debian's redis-server on a free loopback port of
+# their own. Installing the package must not start the system service: a
+# policy-rc.d that says no is put in place for the install when none exists.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	    echo "installing Debian's redis-server for the broadcast tests"; \
+	    guard=/usr/sbin/policy-rc.d; \
+	    if [ -e $$guard ]; then guard=; else \
+	        printf '#!/bin/sh\nexit 101\n' > $$guard && chmod +x $$guard; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	    status=$$?; [ -z "$$guard" ] || rm -f $$guard; exit $$status; }
+
+pytest: $(STAMP) browser redis
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
