@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .body import HEARTBEAT, OPENING
-from .errors import LiveError
+from .errors import BrokerUnavailable
 from .probe import disconnect_probe
 from .sse import CONTENT_TYPE, encode_event, last_event_id
 
@@ -66,10 +66,6 @@ RESET_EVENT = "stream-reset"
 
 #: Every broker alive, so ``shutdown_all`` (the gunicorn hook) finds them.
 brokers: weakref.WeakSet[Broker] = weakref.WeakSet()
-
-
-class BrokerUnavailable(LiveError):
-    """The broker cannot be reached: the publish did not happen."""
 
 
 class EventId(NamedTuple):

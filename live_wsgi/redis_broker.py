@@ -65,12 +65,12 @@ from . import signals
 from .broadcast import (
     ZERO,
     Broker,
-    BrokerUnavailable,
     Event,
     EventId,
     check_channel,
     encode_data,
 )
+from .errors import BrokerUnavailable
 from .sse import encode_event
 
 log = logging.getLogger("live_wsgi")
