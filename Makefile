@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := test,flask,bottle,gevent,gunicorn
+EXTRAS := test,flask,bottle,django,gevent,gunicorn
 
 .PHONY: setup test lint typecheck pytest browser wrk run bench bench-quick clean
 
