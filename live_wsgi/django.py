@@ -57,7 +57,8 @@ What a live view returns:
   ``django.request`` log. After the first write no page can be sent: the
   view's exception skips Django's exception handling (open
   ``transaction.atomic`` blocks, ``ATOMIC_REQUESTS`` too, are marked for
-  rollback), response middleware runs on an empty stand-in, then live_wsgi
+  rollback), response middleware runs on an empty 500 that is not sent (so
+  the session is not saved, as after Django's 500), then live_wsgi
   logs and reports the exception (``on_error``, the ``stream_error``
   signal) and cuts the body. An exception that response middleware raises
   after the first write is handled by Django first, then reported the same
@@ -194,7 +195,7 @@ def live(view: F | None = None, **options: Any) -> Any:
                 _mark_rollback()
                 if state.error is None:
                     state.error = exc
-                return _stand_in(response)
+                return _failure_stand_in()
             finally:
                 state.in_view = False
 
@@ -257,6 +258,18 @@ def _stand_in(live_response: LiveResponse) -> HttpResponse:
     """
     stand_in = HttpResponse(status=live_response.status_code)
     stand_in.reason_phrase = live_response.status[4:]
+    return stand_in
+
+
+def _failure_stand_in() -> HttpResponse:
+    """An empty 500, for Django's response middleware after a view failed past its first write.
+
+    Never sent: it lets middleware act as after a failure (``SessionMiddleware``
+    does not save the session of a 500), and Django does not log it (live_wsgi
+    logs the error itself, once).
+    """
+    stand_in = HttpResponse(status=500)
+    stand_in._has_been_logged = True  # django.utils.log.log_response skips it
     return stand_in
 
 

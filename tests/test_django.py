@@ -292,15 +292,18 @@ def test_error_after_the_commit_cuts_the_body_and_rolls_back(
     project: SimpleNamespace, app: Any, caplog: Any
 ) -> None:
     """SPEC 5.2, 6.4: a view's error after its first write skips Django's error page: it is
-    logged once, reported, cuts the body; the transaction around the view rolls back, and
-    request_finished and the connection close still run on the worker."""
+    logged once, reported, cuts the body; the transaction around the view rolls back, the
+    session it changed is not saved (as after Django's 500), and request_finished and the
+    connection close still run on the worker."""
     from django.contrib.auth.models import Group
+    from django.contrib.sessions.models import Session
     from django.core.signals import got_request_exception
 
     got: list[Any] = []
     got_request_exception.connect(lambda sender, **extra: got.append(sender), weak=False,
                                   dispatch_uid="test_django")
     before = finished_on_workers(project)
+    sessions = Session.objects.count()
     try:
         with open_stream(app, "/creates-then-fails/late-group/") as response:
             with pytest.raises(ResponseAborted):
@@ -315,6 +318,7 @@ def test_error_after_the_commit_cuts_the_body_and_rolls_back(
     assert logged[0].exc_info and logged[0].exc_info[1] is app.reported[0]
     assert got == []  # Django's exception handling was skipped
     assert not Group.objects.filter(name="late-group").exists()
+    assert Session.objects.count() == sessions
     assert finished_on_workers(project) == before + 1
 
 

@@ -233,6 +233,7 @@ def long_tail_after_write(request: Any) -> HttpResponse:
 @live
 def creates_then_fails(request: Any, name: str) -> None:
     Group.objects.create(name=name)
+    request.session["group"] = name  # a new session, saved only if the view succeeds
     current_response().stream.write("created;")
     raise RuntimeError("failed after creating the group")
 
