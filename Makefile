@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := test,flask,bottle,gevent,gunicorn,metrics,redis
+EXTRAS := test,flask,bottle,gevent,gunicorn,metrics,redis,django
 
 .PHONY: setup test lint typecheck pytest browser redis wrk run bench bench-quick clean
 
