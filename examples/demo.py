@@ -292,13 +292,17 @@ source.addEventListener("stream-reset", (e) => {
 $("feed-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("feed-error").textContent = "";
-  const response = await fetch("/feed", {
-    method: "POST", body: new FormData($("feed-form")),
-    headers: { Accept: "application/json" } });
-  if (response.ok) {
-    $("feed-text").value = "";
-  } else {
-    $("feed-error").textContent = (await response.json()).error;
+  try {
+    const response = await fetch("/feed", {
+      method: "POST", body: new FormData($("feed-form")),
+      headers: { Accept: "application/json" } });
+    if (response.ok) {
+      $("feed-text").value = "";
+    } else {
+      $("feed-error").textContent = (await response.json()).error;
+    }
+  } catch (error) {
+    $("feed-error").textContent = "not sent: the server cannot be reached";
   }
 });
 </script>
