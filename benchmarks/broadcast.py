@@ -93,6 +93,13 @@ def log(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
+def fan_out_server_args(streams: int) -> list[str]:
+    """M5's gthread settings, plus room for the publishing requests: gthread
+    accepts no connection past ``--worker-connections`` (default 1000), so
+    with 1,000 streams held the publisher would wait forever."""
+    return [*server_args("gthread", streams), "--worker-connections", str(streams + 100)]
+
+
 # -- B1: publishes a second -----------------------------------------------------------
 
 
@@ -124,7 +131,7 @@ def held_fan_out(streams: int, events: int, interval: float = 1.0) -> Held:
     """``streams`` fan-out streams of one channel on one gthread worker, while
     this process publishes ``events`` events, one per ``interval``, through it."""
     raise_fd_limit(streams)
-    with gunicorn(BROADCAST_APP, *server_args("gthread", streams)) as (proc, port):
+    with gunicorn(BROADCAST_APP, *fan_out_server_args(streams)) as (proc, port):
         pid = worker_pid(proc.pid)
         # Every stream resumes from this id, so none misses an event however
         # late it subscribes (the page-render pattern of current_id).
@@ -214,7 +221,7 @@ def run(settings: Settings, wanted: set[str], broker: str,
         log(f"B3: {settings.b3_count} events at {settings.b3_rate:g}/s over "
             f"{settings.b3_channels} channels x {settings.b3_subscribers} subscribers, "
             f"fan-out then producer code")
-        with gunicorn(BROADCAST_APP, *server_args("gthread", streams)) as (_, port):
+        with gunicorn(BROADCAST_APP, *fan_out_server_args(streams)) as (_, port):
             fans, fan_all = delivery_latency(port, "/events/", settings)
             live, live_all = delivery_latency(port, "/live-events/", settings)
         for label, index in (("p50", 49), ("p99", 98)):

@@ -149,3 +149,31 @@ def test_broadcast_harness_counts_every_delivery() -> None:
             assert complete, route
             assert len(latencies) == 10 * 2  # every event, once per subscriber
             assert all(latency >= 0 for latency in latencies)
+
+
+def test_b2_server_accepts_the_publisher_beside_the_held_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC 9.7: B2 holds N fan-out streams and publishes through the same worker, so
+    its gthread worker must accept N + 1 connections (gthread accepts none past
+    --worker-connections, 1,000 by default: M5's 1,000 streams left none)."""
+    from gunicorn.config import Config
+
+    asked: list[tuple[str, ...]] = []
+
+    class Recorded(Exception):
+        pass
+
+    def recording(app: str, *args: str) -> Any:
+        asked.append(args)
+        raise Recorded
+
+    monkeypatch.setattr(broadcast, "gunicorn", recording)
+    monkeypatch.setattr(broadcast, "raise_fd_limit", lambda streams: None)
+    for streams in (1000, 5000):
+        with pytest.raises(Recorded):
+            broadcast.held_fan_out(streams, events=1)
+        args = asked[-1]
+        flag = "--worker-connections"
+        allowed = int(args[args.index(flag) + 1]) if flag in args else Config().worker_connections
+        assert allowed > streams, (streams, args)
