@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .body import HEARTBEAT, OPENING
+from .channel import Doorbell
 from .errors import BrokerUnavailable
 from .probe import disconnect_probe
 from .sse import CONTENT_TYPE, encode_event, last_event_id
@@ -158,9 +159,11 @@ class Subscription:
         self.broker = broker
         self.channel = channel
         self._lock = threading.Lock()
-        # Notified by offer(), wake() and close(); waited on by get().
-        self._ready = threading.Condition(self._lock)
-        self._queue: deque[Event] = deque()
+        # Rung (under _lock) by offer(), wake() and close(); get() sleeps on
+        # it. One reader per subscription: a doorbell, not a Condition, and
+        # a list, not a deque: a fan-out stream costs as little as a plain one.
+        self._bell = Doorbell()
+        self._queue: list[Event] = []
         self._queue_size = queue_size
         # The id of the last item handed out (or where the subscription
         # starts): nothing at or before it is handed out again.
@@ -189,7 +192,7 @@ class Subscription:
                 self._lagged = True
                 return
             self._queue.append(event)
-            self._ready.notify()
+            self._bell.ring()
 
     def fall_behind(self) -> None:
         """Catch up from history before anything live (nothing handed out yet)."""
@@ -204,7 +207,7 @@ class Subscription:
             self._lagged = True
             self._queue.clear()
             self._last = _FORGOTTEN
-            self._ready.notify()
+            self._bell.ring()
 
     def start_at(self, cursor: EventId) -> None:
         """The broker's reader starts dispatching the channel after ``cursor``.
@@ -218,11 +221,11 @@ class Subscription:
                 self._last = cursor
             elif self._last < cursor and not self._lagged:
                 self._lagged = True
-                self._ready.notify()
+                self._bell.ring()
 
     def wake(self) -> None:
         with self._lock:
-            self._ready.notify_all()
+            self._bell.ring()
 
     # -- the reader's side ----------------------------------------------------
 
@@ -241,7 +244,7 @@ class Subscription:
                 return
             self._closed = True
             self._queue.clear()
-            self._ready.notify_all()
+            self._bell.ring()
         if self._stream is not None:
             self._stream.remove_waker(self.wake)
         self.broker._unwatch(self)
@@ -271,7 +274,7 @@ class Subscription:
                         self._reset = False
                         return Reset(str(self._last))
                     while self._queue:
-                        event = self._queue.popleft()
+                        event = self._queue.pop(0)  # at most queue_size: cheap
                         key = event.key
                         if key > self._last:
                             self._last = key
@@ -281,7 +284,7 @@ class Subscription:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return None
-                    self._ready.wait(remaining)
+                    self._bell.sleep(self._lock, remaining)
             try:
                 self._catch_up()
             except BrokerUnavailable:
@@ -294,7 +297,7 @@ class Subscription:
                     if remaining is not None and remaining <= 0:
                         return None
                     if not (self._closed or self._interrupted()):
-                        self._ready.wait(CATCH_UP_RETRY if remaining is None
+                        self._bell.sleep(self._lock, CATCH_UP_RETRY if remaining is None
                                          else min(remaining, CATCH_UP_RETRY))
 
     def _catch_up(self) -> None:
@@ -335,7 +338,7 @@ class Subscription:
             if len(ordered) > self._queue_size:
                 ordered = ordered[: self._queue_size]
                 self._lagged = True
-            self._queue = deque(ordered)
+            self._queue = ordered
 
 
 #: The cursor of a subscription whose channel lost its history.
