@@ -11,10 +11,13 @@ trivial raw-socket server: when it is far above every app, the client is not
 what limits them.
 
 Then the broadcast figures (B1-B3, ``benchmarks.broadcast``), in a table of
-their own: each against what it is compared with in the same run.
+their own per broker: each against what it is compared with in the same run,
+then each broker against the first. ``--broker`` may be repeated;
+``redis-server`` starts a Redis of the run's own (``make bench`` measures
+``memory://`` and that).
 
     python -m benchmarks [--quick] [--reps N] [--only M1,M4,B2] [--json FILE]
-                         [--broker URL]
+                         [--broker URL|redis-server ...]
 """
 
 from __future__ import annotations
@@ -309,8 +312,9 @@ def main() -> None:
     parser.add_argument("--only", default="M1,M2,M3,M4,M5,M6,B1,B2,B3",
                         help="metrics to run, e.g. M1,M4,B2")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
-    parser.add_argument("--broker", default="memory://",
-                        help="broker URL for B1-B3 (default memory://; e.g. redis://...)")
+    parser.add_argument("--broker", action="append", default=None,
+                        help="broker URL for B1-B3 (default memory://; e.g. redis://...), "
+                             "or redis-server for a Redis of the run's own; repeatable")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     if args.reps:
@@ -345,10 +349,12 @@ def main() -> None:
         rows += held(settings, held_results)
     if "M6" in wanted:
         rows += slow_reader(settings)
-    figures: list[broadcast.Figure] = []
+    figures: dict[str, list[broadcast.Figure]] = {}
+    chosen: list[broadcast.Backend] = []
     if wanted & {"B1", "B2", "B3"}:
-        figures = broadcast.run(broadcast.QUICK if args.quick else broadcast.FULL, wanted,
-                                args.broker, plain=held_results.get("plain"))
+        with broadcast.backends(args.broker or ["memory://"]) as chosen:
+            figures = broadcast.run_all(broadcast.QUICK if args.quick else broadcast.FULL,
+                                        wanted, chosen, plain=held_results.get("plain"))
     if rows:
         print()
         for line in table(rows):
@@ -357,14 +363,14 @@ def main() -> None:
         for line in verdicts(rows):
             print(line)
     if figures:
-        print()
-        for line in broadcast.report(figures, args.broker):
-            print(line)
-    print(f"\n{len(rows) + len(figures)} rows in {time.monotonic() - started:.0f} s")
+        broadcast.print_results(figures, chosen)
+    count = len(rows) + sum(len(each) for each in figures.values())
+    print(f"\n{count} rows in {time.monotonic() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": machine, "rows": [asdict(row) for row in rows],
-                       "broadcast": [asdict(figure) for figure in figures]}, out, indent=1)
+                       "broadcast": {label: [asdict(figure) for figure in each]
+                                     for label, each in figures.items()}}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,19 @@ pool thread, each item a ``stream.write``). ``flask_live_app`` uses the Flask
 extension, with views that write to the live stream.
 
 ``broadcast_app`` (B2, B3, not a column of the table) is ``plain_app`` plus a
-broker (``LIVE_WSGI_BROKER``, ``memory://`` by default):
+broker (``LIVE_WSGI_BROKER``, ``memory://`` by default; with Redis, under the
+run's key prefix, see ``benchmarks.publisher``):
 
 - ``/events/CHANNEL``: a fan-out stream of the channel (no pool thread).
 - ``/live-events/CHANNEL``: the same events from producer code, a
   ``broker.subscribe`` on a live worker (a pool thread per stream).
 - ``/publish/CHANNEL?data=X``: publish X; answers its id.
-- ``/publish-load?channels=C&count=N&rate=R``: publish N events at R a second,
-  round robin over channels ``load-0`` .. ``load-C-1``, each event's data the
-  ``time.monotonic()`` it was published at (one clock for every process of
-  the machine); answers N once done.
+- ``/publish-load?name=L&channels=C&count=N&rate=R``: publish N events at R
+  a second, round robin over channels ``L-0`` .. ``L-<C-1>`` (``L``: ``load``
+  by default), each event's data the ``time.monotonic()`` it was published at
+  (one clock for every process of the machine); answers N once done.
+- ``/pid``: this worker's PID, once its broker is made and its reader runs
+  (a benchmark takes its baseline after every worker has answered).
 
 Both streams resume from ``Last-Event-ID`` or ``?lastEventId=`` and send the
 same bytes for the same events.
@@ -42,8 +45,10 @@ from urllib.parse import parse_qs
 from flask import Flask, Response, request, stream_with_context
 
 from live_wsgi import SSE, LiveMiddleware, current_response, last_event_id
-from live_wsgi.broadcast import RESET_EVENT, Broker, FanOutApp, Reset, broker_from_url
+from live_wsgi.broadcast import RESET_EVENT, Broker, FanOutApp, Reset
 from live_wsgi.flask import Live, live
+
+from .publisher import broker_for, publish_load
 
 SHORT = b"Hello, world!\n"
 OCTETS = "application/octet-stream"
@@ -191,7 +196,7 @@ def live_held() -> None:
 @functools.cache
 def bench_broker() -> Broker:
     """The worker's broker, made on first use (not in processes that only import this)."""
-    return broker_from_url(os.environ.get("LIVE_WSGI_BROKER", "memory://"))
+    return broker_for(os.environ.get("LIVE_WSGI_BROKER", "memory://"))
 
 
 @functools.cache
@@ -210,16 +215,14 @@ def _text(start_response: Any, body: str) -> list[bytes]:
     return [data]
 
 
-def publish_load(channels: int, count: int, rate: float) -> int:
-    """Publish ``count`` monotonic stamps at ``rate`` a second over ``channels`` channels."""
-    broker = bench_broker()
-    started = time.monotonic()
-    for n in range(count):
-        pause = started + n / rate - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        broker.publish(f"load-{n % channels}", f"{time.monotonic():.6f}")
-    return count
+@functools.cache
+def warmed() -> int:
+    """Make what every worker makes once whatever it serves (the broker, the
+    fan-out app, the broker's reader thread and connection) before a
+    benchmark reads its baseline; answers the worker's PID."""
+    bench_broker().subscribe("warm-up").close()
+    fan_out()
+    return os.getpid()
 
 
 def producer(environ: Any, start_response: Any) -> list[bytes]:
@@ -248,10 +251,13 @@ def broadcast_router(environ: Any, start_response: Any) -> Any:
         channel = path[len("/publish/"):]
         return _text(start_response, bench_broker().publish(channel, _query(environ, "data", "")))
     if path == "/publish-load":
-        count = publish_load(int(_query(environ, "channels", "1")),
+        count = publish_load(bench_broker(), _query(environ, "name", "load"),
+                             int(_query(environ, "channels", "1")),
                              int(_query(environ, "count", "1")),
                              float(_query(environ, "rate", "100")))
         return _text(start_response, str(count))
+    if path == "/pid":
+        return _text(start_response, str(warmed()))
     return plain_app(environ, start_response)
 
 

@@ -205,18 +205,28 @@ def get_text(port: int, path: str) -> str:
 STAMP = re.compile(rb"data: (\d+\.\d+)\n")
 
 
+def send(port: int, path: str) -> socket.socket:
+    """A connection that has sent ``GET path``; the caller reads or closes it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.sendall(request(path))
+    return sock
+
+
 def delivery(
-    port: int, paths: list[str], expected: list[int], load: str, seconds: float,
+    port: int, paths: list[str], expected: list[int], start: Callable[[], Callable[[], None]],
+    seconds: float,
 ) -> tuple[list[float], list[int]]:
-    """Subscribe to each of ``paths`` (SSE), start the publisher (``GET load``)
-    once every stream has its head, and read until each has its ``expected``
-    stamped events or ``seconds`` pass: (seconds from publish to receipt, one
-    per event received; events each stream received)."""
+    """Subscribe to each of ``paths`` (SSE), start the publisher (``start()``,
+    which returns what waits for it to end) once every stream has its head,
+    and read until each has its ``expected`` stamped events or ``seconds``
+    pass: (seconds from publish to receipt, one per event received; events
+    each stream received)."""
     selector = selectors.DefaultSelector()
     socks = []
     buffers: dict[socket.socket, bytes] = {}
     counts: dict[socket.socket, int] = {}
     latencies: list[float] = []
+    finish: Callable[[], None] | None = None
     try:
         for path in paths:
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -240,9 +250,7 @@ def delivery(
             sock.setblocking(False)
             selector.register(sock, selectors.EVENT_READ)
         wanted = dict(zip(socks, expected, strict=True))
-        publisher = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        socks.append(publisher)
-        publisher.sendall(request(load))
+        finish = start()
         done = 0
         deadline = time.monotonic() + seconds
         while done < len(wanted) and time.monotonic() < deadline:
@@ -265,8 +273,10 @@ def delivery(
                 counts[sock] = before + len(stamps)
                 if before < wanted[sock] <= counts[sock]:
                     done += 1
-        return latencies, [counts[sock] for sock in socks[:len(paths)]]
+        return latencies, [counts[sock] for sock in socks]
     finally:
         selector.close()
         for sock in socks:
             sock.close()
+        if finish is not None:
+            finish()

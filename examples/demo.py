@@ -13,6 +13,12 @@ producer code and no pool thread, the server thread drains the channel.
 Pick the broker by URL (the in-process one by default)::
 
     LIVE_WSGI_BROKER=memory:// gunicorn -c python:live_wsgi.gunicorn examples.demo:app
+
+With several workers, share a Redis (``memory://`` would give each worker a
+feed of its own); every feed response names its worker in ``X-Worker-PID``::
+
+    LIVE_WSGI_BROKER=redis://127.0.0.1:6379/0 \
+        gunicorn -w 2 -c python:live_wsgi.gunicorn examples.demo:app
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from flask import Flask, jsonify, redirect, request
+from flask import Flask, Response, jsonify, redirect, request
 
 from examples.csv_export import HEADER, ROW_SIZE, row
 from live_wsgi import SSE, current_response, send_stream, signals
@@ -83,6 +89,16 @@ def _log_closed(sender: Any, path: str, status: str, bytes_sent: int, duration: 
 def index() -> str:
     rows = request.args.get("rows", DEFAULT_ROWS, type=int)
     return PAGE.replace("{rows}", str(rows))
+
+
+@app.after_request
+def _name_the_worker(response: Response) -> Response:
+    # Which gunicorn worker answered a feed request: with several workers (and
+    # a shared broker) a page's stream and a post may each land on any of
+    # them, and this shows it (the cross-worker browser test relies on it).
+    if request.path.startswith("/feed"):
+        response.headers["X-Worker-PID"] = str(os.getpid())
+    return response
 
 
 @app.get("/feed")

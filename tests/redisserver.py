@@ -1,5 +1,8 @@
 """A real ``redis-server`` for the tests, on a free loopback port of its own.
 
+The benchmarks start theirs with it too (``benchmarks.broadcast``,
+``--broker redis-server``): keep it to the standard library, no pytest.
+
 Debian's ``redis-server`` (``make redis`` installs it). It never uses 6379 nor
 a Redis it did not start: the port is one the kernel just handed out, the
 process is stopped by its own PID, and its data lives in a temporary dir.

@@ -7,18 +7,24 @@ server (its ceiling) correctly.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from werkzeug.test import Client
 
-from benchmarks import apps, broadcast, client, handoff
+from benchmarks import apps, broadcast, client, handoff, publisher
+from benchmarks.publisher import PREFIX_ENV
 from benchmarks.rawserver import frame
 from benchmarks.server import rawserver
 from live_wsgi.body import OPENING
 from live_wsgi.testing import open_stream
 
+from . import redisserver
+from .redisserver import RedisServer
 from .support import WAIT
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,13 +148,120 @@ def test_broadcast_harness_counts_every_delivery() -> None:
     assert held.all_delivered
     assert held.threads_per_stream > 0
     settings = broadcast.Settings(b1_seconds=0, b2_streams=0, b2_events=0, b3_channels=2,
-                                  b3_subscribers=2, b3_count=10, b3_rate=1000)
+                                  b3_subscribers=2, b3_seconds=0.01, b3_rate=1000)
+    assert settings.b3_count == 10
     with broadcast.gunicorn(apps.BROADCAST_APP, "--threads", "16") as (_, port):
-        for route in ("/events/", "/live-events/"):
-            latencies, complete = broadcast.delivery_latency(port, route, settings)
+        load = broadcast.load_in_worker(port, settings)
+        for route, name in (("/events/", "fan"), ("/live-events/", "producer")):
+            latencies, complete = broadcast.delivery_latency(port, route, name, settings, load)
             assert complete, route
             assert len(latencies) == 10 * 2  # every event, once per subscriber
             assert all(latency >= 0 for latency in latencies)
+
+
+def test_broadcast_harness_on_redis_spans_processes(
+    redis_server: RedisServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC 9.1, 9.5: with Redis, B2's streams are held by two worker processes (RSS and
+    threads summed over both) and every event reaches them; B3's publisher is a process
+    of its own, and each stream of a two-worker server gets each of its events once."""
+    monkeypatch.setenv("LIVE_WSGI_BROKER", redis_server.url)
+    monkeypatch.setenv(PREFIX_ENV, redis_prefix)
+    backend = broadcast.Backend("redis", redis_server.url)
+    assert (backend.shared, backend.workers) == (True, 2)
+    held = broadcast.held_fan_out(streams=6, events=2, interval=0.05, workers=2)
+    assert held.all_delivered
+    assert held.threads_per_stream > 0
+    settings = broadcast.Settings(b1_seconds=0, b2_streams=0, b2_events=0, b3_channels=3,
+                                  b3_subscribers=2, b3_seconds=0.02, b3_rate=1000)
+    with broadcast.gunicorn(apps.BROADCAST_APP,
+                            *broadcast.fan_out_server_args(6, workers=2)) as (_, port):
+        assert len(broadcast.workers_ready(port, 2)) == 2
+        load = broadcast.load_in_process(settings)
+        for route, name in (("/events/", "fan"), ("/live-events/", "producer")):
+            latencies, complete = broadcast.delivery_latency(port, route, name, settings, load)
+            assert complete, route
+            assert len(latencies) == 20 * 2
+    assert broadcast.publish_rate(redis_server.url, 0.01) > 0
+
+
+def test_publisher_stamps_each_event_round_robin(
+    redis_server: RedisServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC 9.1: B3's load publishes each channel's share of the events, in turn, each
+    one's data the monotonic clock at its publish; with Redis, under the run's prefix and
+    with a TTL, so a Redis of your own keeps no benchmark channel for long."""
+    broker = publisher.broker_for("memory://")
+    subs = [broker.subscribe(f"load-{n}") for n in range(3)]
+    try:
+        before = time.monotonic()
+        assert publisher.publish_load(broker, "load", 3, 7, 1e6) == 7
+        after = time.monotonic()
+        got = [[float(event.data) for event in sub_events(sub, count)]
+               for sub, count in zip(subs, (3, 2, 2), strict=True)]
+        stamps = [got[n % 3][n // 3] for n in range(7)]  # in publish order
+        assert stamps == sorted(stamps)
+        assert before <= stamps[0] and stamps[-1] <= after
+    finally:
+        for sub in subs:
+            sub.close()
+        broker.shutdown()
+    monkeypatch.setenv(PREFIX_ENV, redis_prefix)
+    redis_broker = publisher.broker_for(redis_server.url)
+    try:
+        assert (redis_broker.prefix, redis_broker.ttl) == (  # type: ignore[attr-defined]
+            redis_prefix, publisher.REDIS_TTL)
+    finally:
+        redis_broker.shutdown()
+
+
+def sub_events(sub: Any, count: int) -> list[Any]:
+    events = []
+    for _ in range(count):
+        item = sub.get(WAIT)
+        assert item is not None, f"only {events} arrived"
+        events.append(item)
+    return events
+
+
+@pytest.mark.usefixtures("redis_server")  # skips without redis-server; fails under CI=true
+def test_own_redis_server_is_started_and_stopped_by_the_run() -> None:
+    """SPEC 9.1: ``--broker redis-server`` runs the broadcast set on a Redis the run
+    starts on a free loopback port and stops by its PID; a URL's credentials never
+    reach a table; memory:// is one process, one worker."""
+    specs = ["memory://", broadcast.OWN_REDIS, "redis://user:secret@10.0.0.1:6380/2"]
+    with broadcast.backends(specs) as chosen:
+        memory, own, given = chosen
+        assert (memory.label, memory.shared, memory.workers) == ("memory://", False, 1)
+        port = urlsplit(own.url).port
+        assert port is not None and port != 6379
+        assert redisserver.ping(port)
+        assert own.workers == 2
+        assert "secret" not in given.label and "10.0.0.1:6380/2" in given.label
+    assert not redisserver.ping(port)
+
+
+def test_broker_comparison_is_against_the_first_broker() -> None:
+    """SPEC 9.1: with several brokers, each figure is shown against the first broker's
+    figure of the same name from the same run."""
+    results = {
+        "memory://": [broadcast.Figure("B1 publishes/s, one thread", 40_000.0)],
+        "redis": [broadcast.Figure("B1 publishes/s, one thread", 4_000.0),
+                  broadcast.Figure("only here", 1.0)],
+    }
+    lines = list(broadcast.compare(results))
+    assert lines[0].startswith("redis against memory://")
+    (row,) = [line for line in lines if line.startswith("B1")]
+    assert row.endswith("| 0.10x")
+    assert not any(line.startswith("only here") for line in lines)
+
+
+def test_pid_route_answers_once_the_worker_is_warm(broadcast_app: Any) -> None:
+    """SPEC 9.5: /pid names the worker after making its broker and starting its reader
+    (a baseline read after it does not count them against the streams)."""
+    web = Client(broadcast_app)
+    assert web.get("/pid").get_data(as_text=True) == str(os.getpid())
+    assert apps.bench_broker().subscriptions() == 0
 
 
 def test_b2_server_accepts_the_publisher_beside_the_held_streams(

@@ -7,13 +7,16 @@ state and on the downloaded file, never on screenshots.
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
-from .realserver import gunicorn
+from .realserver import Server, gunicorn
+from .redisserver import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,13 +61,74 @@ def test_demo_page_streams_and_downloads(tmp_path: Path) -> None:
             browser.close()
 
 
-#: How the feed test serves the demo: gunicorn arguments and environment. One
-#: worker on the in-process broker now; a cross-worker case (``--workers 2``
-#: with ``LIVE_WSGI_BROKER=redis://...``) is one more entry here.
+class FeedServer(NamedTuple):
+    """How the feed test serves the demo."""
+
+    args: tuple[str, ...]  # gunicorn's
+    broker: str  # "memory", or "redis": a redis-server of the test's own
+    workers: int  # the feed pages' streams are served by this many worker processes
+
+
+#: One worker on the in-process broker; two workers sharing a Redis, where the
+#: two pages' streams are held by different worker processes.
 FEED_SERVERS = [
-    pytest.param(("--config", "python:live_wsgi.gunicorn"), {"LIVE_WSGI_BROKER": "memory://"},
+    pytest.param(FeedServer(("--config", "python:live_wsgi.gunicorn"), "memory", 1),
                  id="one-worker-memory"),
+    pytest.param(FeedServer(("--workers", "2", "--config", "python:live_wsgi.gunicorn"),
+                            "redis", 2), id="two-workers-redis"),
 ]
+#: Pages opened (each a fresh browser context, so fresh connections) until one's
+#: stream is held by another worker than the first page's. The kernel hands a
+#: connection to whichever worker accepts first: about even odds each time.
+MAX_PAGE_TRIES = 20
+
+
+def feed_broker_env(setup: FeedServer, request: pytest.FixtureRequest) -> dict[str, str]:
+    if setup.broker == "redis":
+        # A server of the test's own: the demo's channel name is fixed.
+        new_redis: Callable[..., RedisServer] = request.getfixturevalue("new_redis")
+        return {"LIVE_WSGI_BROKER": new_redis().url}
+    return {"LIVE_WSGI_BROKER": "memory://"}
+
+
+def wait_for_workers(server: Server, workers: int) -> None:
+    """Until ``workers`` distinct worker processes have answered ``/feed`` (each
+    names itself in X-Worker-PID): while one is still starting, the other
+    takes every connection."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(seen) < workers:
+        assert time.monotonic() < deadline, f"only workers {seen} answered within 30 s"
+        response = server.get("/feed")
+        seen.add(response.headers["x-worker-pid"])
+        response.close()
+
+
+def workers_of(server: Server) -> list[int]:
+    """The PIDs of the gunicorn master's worker processes."""
+    master = server.proc.pid
+    return [int(pid) for pid in
+            Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+def open_feed(browser: Browser, url: str) -> tuple[Page, int]:
+    """A new page (in a context of its own) on the feed, and the PID of the
+    worker that holds its event stream."""
+    page = browser.new_page()
+    with page.expect_response(lambda response: "/feed/events" in response.url,
+                              timeout=15_000) as stream:
+        page.goto(url)
+    return page, int(stream.value.headers["x-worker-pid"])
+
+
+def open_feed_elsewhere(browser: Browser, url: str, pid: int) -> tuple[Page, int]:
+    """A feed page whose stream another worker than ``pid`` holds."""
+    for _ in range(MAX_PAGE_TRIES):
+        page, other = open_feed(browser, url)
+        if other != pid:
+            return page, other
+        page.close()  # and its context: the next page connects afresh
+    raise AssertionError(f"{MAX_PAGE_TRIES} pages' streams all landed on worker {pid}")
 
 
 def feed_items(page: Page) -> list[dict[str, Any]]:
@@ -90,23 +154,31 @@ def ids_of(items: list[dict[str, Any]]) -> list[tuple[int, int]]:
     return [tuple(int(part) for part in item["id"].split("-")) for item in items]  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("args", "env"), FEED_SERVERS)
+@pytest.mark.parametrize("setup", FEED_SERVERS)
 def test_feed_reaches_every_page_and_resumes_after_a_reload(
-    args: tuple[str, ...], env: dict[str, str]
+    setup: FeedServer, request: pytest.FixtureRequest
 ) -> None:
-    """SPEC 9.1, 9.3: a message posted in one browser page appears in another; a page
-    that comes back resumes from its last id with no gap and no duplicate, and an id the
-    broker no longer has shows the stream-reset notice."""
+    """SPEC 9.1, 9.3: a message posted in one browser page appears in another (with two
+    workers, each page's stream held by a different worker process); a page that comes
+    back resumes from its last id with no gap and no duplicate, and an id the broker no
+    longer has shows the stream-reset notice."""
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing: run 'make test', which installs it"
-    with gunicorn("examples.demo:app", *args, env=env) as server, \
+    env = feed_broker_env(setup, request)
+    with gunicorn("examples.demo:app", *setup.args, env=env) as server, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
             url = f"http://127.0.0.1:{server.port}/feed"
-            alice, bob = browser.new_page(), browser.new_page()  # two contexts
-            alice.goto(url)
-            bob.goto(url)
+            if setup.workers > 1:
+                wait_for_workers(server, setup.workers)
+                alice, alice_pid = open_feed(browser, url)
+                bob, bob_pid = open_feed_elsewhere(browser, url, alice_pid)
+                assert {alice_pid, bob_pid} <= set(workers_of(server))
+            else:
+                alice, bob = browser.new_page(), browser.new_page()  # two contexts
+                alice.goto(url)
+                bob.goto(url)
             # No wait for the EventSources to connect: each page subscribes from
             # the id it was rendered with, so an early post is not lost.
             post(alice, "hello from alice")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,21 @@ def test_demo_feed_refuses_empty_posts_and_reports_a_broker_outage(
     unavailable = _post(demo, "hello?")
     assert unavailable.status_code == 503
     assert "unavailable" in unavailable.json["error"]
+
+
+def test_demo_feed_routes_name_their_worker() -> None:
+    """SPEC 9.1: every feed response names the worker process that served it
+    (X-Worker-PID), so a page's stream and a post can be seen crossing workers;
+    the other routes do not."""
+    from werkzeug.test import Client
+
+    from live_wsgi.testing import open_stream
+
+    demo = _demo()
+    web = Client(demo.app)
+    pid = str(os.getpid())
+    assert web.get("/feed").headers["X-Worker-PID"] == pid
+    assert _post(demo, "who served this?").headers["X-Worker-PID"] == pid
+    with open_stream(demo.app, "/feed/events") as feed:
+        assert feed.headers["X-Worker-PID"] == pid
+    assert "X-Worker-PID" not in web.get("/").headers
