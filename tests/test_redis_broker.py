@@ -102,6 +102,30 @@ def test_broker_from_url_knows_redis(redis_server: RedisServer, redis_prefix: st
         broker.shutdown()
 
 
+def test_more_subscribers_of_a_watched_channel_ask_redis_nothing(
+        redis_server: RedisServer, redis_prefix: str) -> None:
+    """SPEC 9.5: a subscription to a channel this process reads already starts at
+    its reader's cursor: no round trip to Redis per stream; each still gets
+    every event after it, once."""
+    broker = RedisBroker(redis_server.url, prefix=redis_prefix)
+    client = admin(redis_server)
+    try:
+        first = broker.subscribe("watched")
+        broker.publish("watched", "before")
+        assert drain(first, 1)[0].data == "before"
+        calls = client.info("commandstats").get("cmdstat_xrevrange", {}).get("calls", 0)
+        subs = [broker.subscribe("watched") for _ in range(20)]
+        after = client.info("commandstats").get("cmdstat_xrevrange", {}).get("calls", 0)
+        assert after == calls
+        new = broker.publish("watched", "after")
+        for sub in [first, *subs]:
+            assert [(e.id, e.data) for e in drain(sub, 1)] == [(new, "after")]
+        for sub in [first, *subs]:
+            sub.close()
+    finally:
+        broker.shutdown()
+
+
 def test_a_new_channel_is_read_at_once(new_redis: Callable[..., RedisServer]) -> None:
     """SPEC 9.5: a channel subscribed while the reader is blocked in XREAD is
     read at once (CLIENT UNBLOCK), not when the block time runs out."""
