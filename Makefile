@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := test,flask,bottle,gevent,gunicorn,metrics
 
-.PHONY: setup test lint typecheck pytest browser wrk run bench bench-quick clean
+.PHONY: setup test lint typecheck pytest browser dist dist-check wrk run bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,27 @@ browser:
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# The sdist and the wheel, checked as the package index would. No build
+# isolation: setuptools and wheel come with the test extra, so nothing is
+# downloaded per build.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist . >build.log 2>&1 \
+	    || { cat build.log; rm -f build.log; exit 1; }
+	rm -f build.log
+	$(BIN)/twine check --strict dist/*
+
+# The wheel installs into a clean venv (no pip of its own: .venv's pip
+# installs into it, from pip's cache where it can) and streams there.
+SMOKE   := build/smoke-venv
+VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
+dist-check: dist
+	rm -rf $(SMOKE)
+	$(BIN)/python -m venv --without-pip $(SMOKE)
+	$(BIN)/python -m pip --python $(SMOKE)/bin/python install --quiet dist/*.whl
+	cd build && smoke-venv/bin/python -I ../tests/wheel_smoke.py $(VERSION)
+
+test: lint typecheck dist-check pytest
 
 run: $(STAMP)
 	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
