@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := test,flask,bottle,gevent,gunicorn,metrics
+EXTRAS := test,docs,flask,bottle,gevent,gunicorn,metrics
 
-.PHONY: setup test lint typecheck pytest browser dist dist-check wrk run bench bench-quick clean
+.PHONY: setup test lint typecheck pytest browser docs dist dist-check wrk run bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check live_wsgi tests benchmarks examples
+	$(BIN)/ruff check live_wsgi tests benchmarks examples docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -30,6 +30,17 @@ browser:
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest
 
+# The documentation site (Sphinx) in docs/_build/html: the README's sections,
+# the API from the docstrings, and the guarantees from ../shared/SPEC.md.
+# Warnings are errors, and every build reads every page (-E), so a warning is
+# never hidden by an up-to-date page.
+SPEC_MD := ../shared/SPEC.md
+docs: $(STAMP)
+	@test -f $(SPEC_MD) || { echo "make docs: $(SPEC_MD) is missing; the guarantees" \
+	    "page includes the behaviour specification from shared/ beside the checkout" >&2; \
+	    exit 1; }
+	$(BIN)/sphinx-build -b html -E -W --keep-going -q -d docs/_build/doctrees docs docs/_build/html
+
 # The sdist and the wheel, checked as the package index would. No build
 # isolation: setuptools and wheel come with the test extra, so nothing is
 # downloaded per build.
@@ -41,7 +52,7 @@ dist: $(STAMP)
 	$(BIN)/twine check --strict dist/*
 
 # The wheel installs into a clean venv (no pip of its own: .venv's pip
-# installs into it, from pip's cache where it can) and streams there.
+# installs into it, from pip's cache) and streams there.
 SMOKE   := build/smoke-venv
 VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
 dist-check: dist
@@ -50,7 +61,7 @@ dist-check: dist
 	$(BIN)/python -m pip --python $(SMOKE)/bin/python install --quiet dist/*.whl
 	cd build && smoke-venv/bin/python -I ../tests/wheel_smoke.py $(VERSION)
 
-test: lint typecheck dist-check pytest
+test: lint typecheck docs dist-check pytest
 
 run: $(STAMP)
 	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
@@ -70,4 +81,4 @@ bench-quick: $(STAMP) wrk
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache
