@@ -163,7 +163,7 @@ class Block:
 
 
 def parse(path: Path = README) -> nodes.document:
-    settings = get_default_settings(Parser)  # type: ignore[arg-type]
+    settings = get_default_settings(Parser)
     settings.report_level = 2  # warnings and up are reported...
     settings.halt_level = 2  # ...and stop the parse: a broken README fails here
     document = new_document(str(path), settings)

@@ -285,11 +285,12 @@ COMMANDS: dict[str, Callable[[list[str], readme.Block], None]] = {
 
 
 def command(argv: list[str]) -> list[str]:
-    """``VAR=value cmd ...`` and ``python -m pip ...`` as the command they run."""
+    """``VAR=value cmd ...``, ``.venv/bin/cmd ...`` and ``python -m cmd ...`` as ``cmd ...``."""
     while argv and re.fullmatch(r"[A-Za-z_]\w*=.*", argv[0]):
         argv = argv[1:]
-    if argv[:3] in (["python", "-m", "pip"], ["python3", "-m", "pip"]):
-        argv = ["pip", *argv[3:]]
+    argv = [Path(argv[0]).name, *argv[1:]] if argv else argv
+    if re.fullmatch(r"python[\d.]*", argv[0]) and argv[1:2] == ["-m"] and len(argv) > 2:
+        argv = argv[2:]
     return argv
 
 
@@ -387,6 +388,8 @@ def test_the_parser_reads_languages_names_and_skip_markers(tmp_path: Path) -> No
     assert (skipped.skip, skipped.filename) == ("a fragment of a config file",
                                                 "readme_section_2.py")
     assert shell.kind == "shell" and shell.commands() == [["pip", "install", ".[flask]"]]
+    assert command(["X=1", ".venv/bin/python3", "-m", "pip", "install", "."]) == [
+        "pip", "install", "."]
     for marker, complaint in ((".. test: skip", "needs a reason"),
                               (".. test: skip:", "needs a reason"),
                               (".. test: skipp: typo", "unknown marker")):
