@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := test,docs,flask,bottle,gevent,gunicorn,metrics
+EXTRAS := test,docs,flask,bottle,gevent,gunicorn,metrics,redis,django
 
-.PHONY: setup test lint typecheck pytest browser docs dist dist-check wrk run bench bench-quick clean
+.PHONY: setup test lint typecheck pytest pythons browser redis docs dist dist-check wrk run bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check live_wsgi tests benchmarks examples docs
+	$(BIN)/ruff check live_wsgi tests benchmarks examples docs noxfile.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -27,7 +27,19 @@ browser:
 	    echo "installing Debian's chromium for the browser test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-pytest: $(STAMP) browser
+# The broadcast tests run Debian's redis-server on a free loopback port of
+# their own. Installing the package must not start the system service: a
+# policy-rc.d that says no is put in place for the install when none exists.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	    echo "installing Debian's redis-server for the broadcast tests"; \
+	    guard=/usr/sbin/policy-rc.d; \
+	    if [ -e $$guard ]; then guard=; else \
+	        printf '#!/bin/sh\nexit 101\n' > $$guard && chmod +x $$guard; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	    status=$$?; [ -z "$$guard" ] || rm -f $$guard; exit $$status; }
+
+pytest: $(STAMP) browser redis
 	$(BIN)/python -m pytest
 
 # The documentation site (Sphinx) in docs/_build/html: the README's sections,
@@ -61,7 +73,12 @@ dist-check: dist
 	$(BIN)/python -m pip --python $(SMOKE)/bin/python install --quiet dist/*.whl
 	cd build && smoke-venv/bin/python -I ../tests/wheel_smoke.py $(VERSION)
 
-test: lint typecheck docs dist-check pytest
+# The suite on the other supported Pythons (noxfile.py): a venv each under
+# .nox/, kept between runs. A version missing here is skipped, but fails CI.
+pythons: $(STAMP) browser redis
+	$(BIN)/nox
+
+test: lint typecheck docs dist-check pytest pythons
 
 run: $(STAMP)
 	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
@@ -81,4 +98,4 @@ bench-quick: $(STAMP) wrk
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,11 @@ The client's own ceiling is measured against ``benchmarks.rawserver``, a
 trivial raw-socket server: when it is far above every app, the client is not
 what limits them.
 
-    python -m benchmarks [--quick] [--reps N] [--only M1,M4] [--json FILE]
+Then the broadcast figures (B1-B3, ``benchmarks.broadcast``), in a table of
+their own: each against what it is compared with in the same run.
+
+    python -m benchmarks [--quick] [--reps N] [--only M1,M4,B2] [--json FILE]
+                         [--broker URL]
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
-from . import client
+from . import broadcast, client
 from .apps import APPS
-from .held_streams import held_streams
+from .held_streams import Held, held_streams
 from .server import gunicorn, proc_status, rawserver, worker_pid
 
 #: Columns of the table: the apps, the limit first.
@@ -215,13 +219,13 @@ def first_byte(ports: dict[str, int], ceiling_port: int, settings: Settings) -> 
 # -- M5: held streams -----------------------------------------------------------------
 
 
-def held(settings: Settings) -> list[Row]:
+def held(settings: Settings, results: dict[str, Held]) -> list[Row]:
     delivered = Row("m5_delivered", "M5 all delivered (1=yes)", "", True)
     rss = Row("m5_rss", "M5 RSS/stream KB", "KB", False)
     threads = Row("m5_threads", "M5 threads/stream", "", False)
     for name in NAMES:
         log(f"M5 {name}: {settings.m5_streams} streams x {settings.m5_events} events, 1/s")
-        result = held_streams(name, settings.m5_streams, settings.m5_events)
+        result = results[name] = held_streams(name, settings.m5_streams, settings.m5_events)
         delivered.values[name] = 1.0 if result.all_delivered else 0.0
         rss.values[name] = result.rss_per_stream / 1000
         threads.values[name] = result.threads_per_stream
@@ -302,16 +306,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller loads, under 2 minutes")
     parser.add_argument("--reps", type=int, default=None, help="repetitions for M1/M2 (median)")
-    parser.add_argument("--only", default="M1,M2,M3,M4,M5,M6", help="metrics to run, e.g. M1,M4")
+    parser.add_argument("--only", default="M1,M2,M3,M4,M5,M6,B1,B2,B3",
+                        help="metrics to run, e.g. M1,M4,B2")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--broker", default="memory://",
+                        help="broker URL for B1-B3 (default memory://; e.g. redis://...)")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     if args.reps:
         settings = Settings(**{**asdict(settings), "reps": args.reps})
     wanted = {part.strip().upper() for part in args.only.split(",")}
-    unknown = wanted - {"M1", "M2", "M3", "M4", "M5", "M6"}
+    unknown = wanted - {"M1", "M2", "M3", "M4", "M5", "M6", "B1", "B2", "B3"}
     if unknown:
-        parser.error(f"unknown metric(s) {sorted(unknown)}: choose among M1..M6")
+        parser.error(f"unknown metric(s) {sorted(unknown)}: choose among M1..M6, B1..B3")
 
     import gunicorn as gunicorn_package
 
@@ -321,6 +328,7 @@ def main() -> None:
                f"(gthread, 1 worker), {'--quick' if args.quick else 'full run'}")
     print(f"machine: {machine}", flush=True)
     rows: list[Row] = []
+    held_results: dict[str, Held] = {}
     if wanted & {"M1", "M2", "M3", "M4"}:
         with ExitStack() as stack:
             ports = {}
@@ -334,19 +342,29 @@ def main() -> None:
             if "M4" in wanted:
                 rows += first_byte(ports, ceiling_port, settings)
     if "M5" in wanted:
-        rows += held(settings)
+        rows += held(settings, held_results)
     if "M6" in wanted:
         rows += slow_reader(settings)
-    print()
-    for line in table(rows):
-        print(line)
-    print("\ntargets (live = the plain app wrapped in LiveMiddleware; ratios to plain):")
-    for line in verdicts(rows):
-        print(line)
-    print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s")
+    figures: list[broadcast.Figure] = []
+    if wanted & {"B1", "B2", "B3"}:
+        figures = broadcast.run(broadcast.QUICK if args.quick else broadcast.FULL, wanted,
+                                args.broker, plain=held_results.get("plain"))
+    if rows:
+        print()
+        for line in table(rows):
+            print(line)
+        print("\ntargets (live = the plain app wrapped in LiveMiddleware; ratios to plain):")
+        for line in verdicts(rows):
+            print(line)
+    if figures:
+        print()
+        for line in broadcast.report(figures, args.broker):
+            print(line)
+    print(f"\n{len(rows) + len(figures)} rows in {time.monotonic() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": machine, "rows": [asdict(row) for row in rows]}, out, indent=1)
+            json.dump({"machine": machine, "rows": [asdict(row) for row in rows],
+                       "broadcast": [asdict(figure) for figure in figures]}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,27 @@ Every app answers the same paths with the same bytes:
 ``plain_app`` itself wrapped in ``LiveMiddleware`` (its generators run on a
 pool thread, each item a ``stream.write``). ``flask_live_app`` uses the Flask
 extension, with views that write to the live stream.
+
+``broadcast_app`` (B2, B3, not a column of the table) is ``plain_app`` plus a
+broker (``LIVE_WSGI_BROKER``, ``memory://`` by default):
+
+- ``/events/CHANNEL``: a fan-out stream of the channel (no pool thread).
+- ``/live-events/CHANNEL``: the same events from producer code, a
+  ``broker.subscribe`` on a live worker (a pool thread per stream).
+- ``/publish/CHANNEL?data=X``: publish X; answers its id.
+- ``/publish-load?channels=C&count=N&rate=R``: publish N events at R a second,
+  round robin over channels ``load-0`` .. ``load-C-1``, each event's data the
+  ``time.monotonic()`` it was published at (one clock for every process of
+  the machine); answers N once done.
+
+Both streams resume from ``Last-Event-ID`` or ``?lastEventId=`` and send the
+same bytes for the same events.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +41,8 @@ from urllib.parse import parse_qs
 
 from flask import Flask, Response, request, stream_with_context
 
-from live_wsgi import LiveMiddleware, current_response
+from live_wsgi import SSE, LiveMiddleware, current_response, last_event_id
+from live_wsgi.broadcast import RESET_EVENT, Broker, FanOutApp, Reset, broker_from_url
 from live_wsgi.flask import Live, live
 
 SHORT = b"Hello, world!\n"
@@ -166,6 +184,82 @@ def live_held() -> None:
             break
         stream.write(f"data: {n}\n\n".encode())
 
+
+# -- broadcast: fan-out and producer streams (B2, B3) --------------------------
+
+
+@functools.cache
+def bench_broker() -> Broker:
+    """The worker's broker, made on first use (not in processes that only import this)."""
+    return broker_from_url(os.environ.get("LIVE_WSGI_BROKER", "memory://"))
+
+
+@functools.cache
+def fan_out() -> FanOutApp:
+    return bench_broker().sse_app()  # the channel comes from the environ
+
+
+def _query(environ: Any, name: str, default: str) -> str:
+    return parse_qs(environ.get("QUERY_STRING", "")).get(name, [default])[0]
+
+
+def _text(start_response: Any, body: str) -> list[bytes]:
+    data = body.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def publish_load(channels: int, count: int, rate: float) -> int:
+    """Publish ``count`` monotonic stamps at ``rate`` a second over ``channels`` channels."""
+    broker = bench_broker()
+    started = time.monotonic()
+    for n in range(count):
+        pause = started + n / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        broker.publish(f"load-{n % channels}", f"{time.monotonic():.6f}")
+    return count
+
+
+def producer(environ: Any, start_response: Any) -> list[bytes]:
+    """Producer code: subscribe on the live worker, write each event."""
+    channel = environ["PATH_INFO"][len("/live-events/"):]
+    stream = current_response().stream
+    sse = SSE(stream)
+    with bench_broker().subscribe(channel, last_event_id=last_event_id(environ)) as events:
+        stream.write(b"")  # commits: the head leaves once the subscription exists
+        for item in events:
+            if isinstance(item, Reset):
+                sse.write({"id": item.id}, event=RESET_EVENT, id=item.id)
+            else:
+                sse.write(item.data, event=item.event, id=item.id)
+    return []
+
+
+def broadcast_router(environ: Any, start_response: Any) -> Any:
+    path = environ["PATH_INFO"]
+    if path.startswith("/events/"):
+        environ["live_wsgi.channel"] = path[len("/events/"):]
+        return fan_out()(environ, start_response)
+    if path.startswith("/live-events/"):
+        return producer(environ, start_response)
+    if path.startswith("/publish/"):
+        channel = path[len("/publish/"):]
+        return _text(start_response, bench_broker().publish(channel, _query(environ, "data", "")))
+    if path == "/publish-load":
+        count = publish_load(int(_query(environ, "channels", "1")),
+                             int(_query(environ, "count", "1")),
+                             float(_query(environ, "rate", "100")))
+        return _text(start_response, str(count))
+    return plain_app(environ, start_response)
+
+
+broadcast_app = LiveMiddleware(
+    broadcast_router, max_workers=MAX_WORKERS,
+    when=lambda environ: environ["PATH_INFO"].startswith("/live-events/"))
+
+BROADCAST_APP = "benchmarks.apps:broadcast_app"
 
 APPS = {
     "plain": "benchmarks.apps:plain_app",

@@ -183,3 +183,90 @@ def hold(
                 selector.unregister(sock)
     selector.close()
     return list(counts.values()), list(counts)
+
+
+def get_text(port: int, path: str) -> str:
+    """The body of a short response (``Content-Length``) to ``GET path``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(request(path))
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"{path}: {head.decode('latin-1')}")
+    return body.decode()
+
+
+#: One SSE data line carrying a ``time.monotonic()`` stamp.
+STAMP = re.compile(rb"data: (\d+\.\d+)\n")
+
+
+def delivery(
+    port: int, paths: list[str], expected: list[int], load: str, seconds: float,
+) -> tuple[list[float], list[int]]:
+    """Subscribe to each of ``paths`` (SSE), start the publisher (``GET load``)
+    once every stream has its head, and read until each has its ``expected``
+    stamped events or ``seconds`` pass: (seconds from publish to receipt, one
+    per event received; events each stream received)."""
+    selector = selectors.DefaultSelector()
+    socks = []
+    buffers: dict[socket.socket, bytes] = {}
+    counts: dict[socket.socket, int] = {}
+    latencies: list[float] = []
+    try:
+        for path in paths:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\n"
+                         f"Accept: text/event-stream\r\n\r\n".encode())
+            socks.append(sock)
+        # The head (and the opening comment) leave once the stream is
+        # subscribed: wait for every one before anything is published.
+        deadline = time.monotonic() + TIMEOUT
+        for sock in socks:
+            head = b""
+            while b"\r\n\r\n" not in head or head.endswith(b"\r\n\r\n"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("streams did not open in time")
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("a stream closed before its head")
+                head += data
+            buffers[sock] = head.partition(b"\r\n\r\n")[2]
+            counts[sock] = 0
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        wanted = dict(zip(socks, expected, strict=True))
+        publisher = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        socks.append(publisher)
+        publisher.sendall(request(load))
+        done = 0
+        deadline = time.monotonic() + seconds
+        while done < len(wanted) and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1):
+                now = time.monotonic()
+                sock = key.fileobj  # type: ignore[assignment]
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    selector.unregister(sock)
+                    continue
+                text = buffers[sock] + data
+                cut = text.rfind(b"\n") + 1
+                stamps = STAMP.findall(text, 0, cut)
+                buffers[sock] = text[cut:]
+                latencies.extend(now - float(stamp) for stamp in stamps)
+                before = counts[sock]
+                counts[sock] = before + len(stamps)
+                if before < wanted[sock] <= counts[sock]:
+                    done += 1
+        return latencies, [counts[sock] for sock in socks[:len(paths)]]
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()

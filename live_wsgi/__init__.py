@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .context import share_local, unshare_local
 from .errors import (
+    BrokerUnavailable,
     ClientDisconnected,
     CommitTimeout,
     ContentLengthError,
@@ -25,6 +26,7 @@ from .stream import Stream
 
 __all__ = [
     "SSE",
+    "BrokerUnavailable",
     "ClientDisconnected",
     "CommitTimeout",
     "ContentLengthError",

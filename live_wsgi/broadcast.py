@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import weakref
@@ -49,7 +50,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .body import HEARTBEAT, OPENING
-from .errors import LiveError
+from .channel import Doorbell
+from .errors import BrokerUnavailable
 from .probe import disconnect_probe
 from .sse import CONTENT_TYPE, encode_event, last_event_id
 
@@ -65,10 +67,6 @@ RESET_EVENT = "stream-reset"
 
 #: Every broker alive, so ``shutdown_all`` (the gunicorn hook) finds them.
 brokers: weakref.WeakSet[Broker] = weakref.WeakSet()
-
-
-class BrokerUnavailable(LiveError):
-    """The broker cannot be reached: the publish did not happen."""
 
 
 class EventId(NamedTuple):
@@ -161,9 +159,11 @@ class Subscription:
         self.broker = broker
         self.channel = channel
         self._lock = threading.Lock()
-        # Notified by offer(), wake() and close(); waited on by get().
-        self._ready = threading.Condition(self._lock)
-        self._queue: deque[Event] = deque()
+        # Rung (under _lock) by offer(), wake() and close(); get() sleeps on
+        # it. One reader per subscription: a doorbell, not a Condition, and
+        # a list, not a deque: a fan-out stream costs as little as a plain one.
+        self._bell = Doorbell()
+        self._queue: list[Event] = []
         self._queue_size = queue_size
         # The id of the last item handed out (or where the subscription
         # starts): nothing at or before it is handed out again.
@@ -192,7 +192,7 @@ class Subscription:
                 self._lagged = True
                 return
             self._queue.append(event)
-            self._ready.notify()
+            self._bell.ring()
 
     def fall_behind(self) -> None:
         """Catch up from history before anything live (nothing handed out yet)."""
@@ -207,11 +207,25 @@ class Subscription:
             self._lagged = True
             self._queue.clear()
             self._last = _FORGOTTEN
-            self._ready.notify()
+            self._bell.ring()
+
+    def start_at(self, cursor: EventId) -> None:
+        """The broker's reader starts dispatching the channel after ``cursor``.
+
+        A subscription made while the broker was unreachable starts there; one
+        that is behind it (it resumed from an id) catches up from history,
+        since what came up to ``cursor`` is never dispatched.
+        """
+        with self._lock:
+            if self._last is _PENDING:
+                self._last = cursor
+            elif self._last < cursor and not self._lagged:
+                self._lagged = True
+                self._bell.ring()
 
     def wake(self) -> None:
         with self._lock:
-            self._ready.notify_all()
+            self._bell.ring()
 
     # -- the reader's side ----------------------------------------------------
 
@@ -230,7 +244,7 @@ class Subscription:
                 return
             self._closed = True
             self._queue.clear()
-            self._ready.notify_all()
+            self._bell.ring()
         if self._stream is not None:
             self._stream.remove_waker(self.wake)
         self.broker._unwatch(self)
@@ -260,7 +274,7 @@ class Subscription:
                         self._reset = False
                         return Reset(str(self._last))
                     while self._queue:
-                        event = self._queue.popleft()
+                        event = self._queue.pop(0)  # at most queue_size: cheap
                         key = event.key
                         if key > self._last:
                             self._last = key
@@ -270,14 +284,27 @@ class Subscription:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return None
-                    self._ready.wait(remaining)
-            self._catch_up()
+                    self._bell.sleep(self._lock, remaining)
+            try:
+                self._catch_up()
+            except BrokerUnavailable:
+                # The broker is down: stay lagged and try again when its
+                # reader reconnects (it wakes every subscription) or after a
+                # while. get() keeps returning None at its deadline meanwhile,
+                # so a fan-out body goes on with its heartbeats.
+                with self._lock:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    if not (self._closed or self._interrupted()):
+                        self._bell.sleep(self._lock, CATCH_UP_RETRY if remaining is None
+                                         else min(remaining, CATCH_UP_RETRY))
 
     def _catch_up(self) -> None:
         """Fetch what this subscriber missed from the channel's history."""
         broker, channel = self.broker, self.channel
         after = self._last  # only this (the reading) thread moves _last
-        if after is _FORGOTTEN:
+        if after is _FORGOTTEN or after is _PENDING:
             found = False
         else:
             found, rows = broker._history(channel, after, self._queue_size)
@@ -311,11 +338,17 @@ class Subscription:
             if len(ordered) > self._queue_size:
                 ordered = ordered[: self._queue_size]
                 self._lagged = True
-            self._queue = deque(ordered)
+            self._queue = ordered
 
 
 #: The cursor of a subscription whose channel lost its history.
 _FORGOTTEN = EventId(-1, -1)
+#: The start of a subscription made while the broker was unreachable: the
+#: backend sets it (``start_at``) before it dispatches anything to it.
+_PENDING = EventId(-2, -2)
+#: Seconds a subscription waits before it retries a catch-up the broker
+#: could not serve (the reader wakes it sooner when it reconnects).
+CATCH_UP_RETRY = 2.0
 
 
 class Broker:
@@ -323,8 +356,10 @@ class Broker:
 
     A backend implements ``publish``, ``_top`` (the channel's newest id),
     ``_history`` (events after an id, and whether that id is still known),
-    and ``_watch_channel``/``_unwatch_channel`` (start and stop reading a
-    channel; it calls ``_dispatch`` with new events in order).
+    and ``_watch_channel``/``_cursor``/``_unwatch_channel`` (start, go on and
+    stop reading a channel; it calls ``_dispatch`` with new events in order).
+    ``_top`` and ``_history`` raise ``BrokerUnavailable`` when the broker
+    cannot be reached: subscriptions then wait for it instead of failing.
 
     :param queue_size: events a subscriber may have waiting before it is
         marked lagged and catches up from history instead.
@@ -338,6 +373,7 @@ class Broker:
         self._subs: dict[str, set[Subscription]] = {}
         self._watch_lock = threading.Lock()
         self._closing = False
+        self._pid = os.getpid()
         brokers.add(self)
 
     # -- what a backend implements -------------------------------------------
@@ -354,10 +390,22 @@ class Broker:
         in the channel's history (``ZERO`` is: it is before everything)."""
         raise NotImplementedError
 
-    def _watch_channel(self, channel: str, start: EventId) -> EventId:
-        """Start reading ``channel`` (first local subscriber), at ``start`` at the
-        latest. Returns the cursor up to which events were dispatched already."""
+    def _watch_channel(self, channel: str, top: EventId | None) -> EventId | None:
+        """Start reading ``channel`` (its first local subscriber).
+
+        ``top`` is the channel's newest id as ``subscribe`` just read it, or
+        None when it did not (a resume from an id, or the broker was
+        unreachable). Returns the cursor up to which events were dispatched
+        already, or None when the reader has none yet: it then starts at the
+        channel's top once it can read it, and calls ``_start_pending`` with
+        that top before it dispatches anything.
+        """
         raise NotImplementedError
+
+    def _cursor(self, channel: str, top: EventId | None) -> EventId | None:
+        """A further local subscriber of a watched ``channel``: how far the reader
+        has dispatched it (None: not known yet). ``top`` as for ``_watch_channel``."""
+        return None
 
     def _unwatch_channel(self, channel: str) -> None:
         """The last local subscriber of ``channel`` left."""
@@ -369,7 +417,8 @@ class Broker:
 
     def current_id(self, channel: str) -> str:
         """The channel's newest id: embed it in a rendered page and subscribe
-        from it, so nothing published between render and subscribe is lost."""
+        from it, so nothing published between render and subscribe is lost.
+        Raises ``BrokerUnavailable`` when the broker cannot be reached."""
         return str(self._top(check_channel(channel)))
 
     def subscribe(
@@ -387,15 +436,28 @@ class Broker:
         ``Reset`` when that id is no longer in the history. Inside a live
         request, the subscription ends when the stream is disconnected or the
         middleware shuts down (``stream`` defaults to the current response's).
+
+        A broker that cannot be reached does not make it fail (SPEC 9.6): it
+        starts where this process's reader last read the channel, or at the
+        channel's top once the broker is back; a resume waits for the broker.
         """
         check_channel(channel)
         if self._closing:
             raise BrokerUnavailable("the broker was shut down")
+        self._check_process()
         if stream is None:
             stream = _current_stream()
         size = self.queue_size if queue_size is None else queue_size
+        top: EventId | None = None
         if last_event_id is None:
-            start, lagged, reset = self._top(channel), False, False
+            try:
+                top = self._top(channel)
+            except BrokerUnavailable:
+                # Never refuse a subscriber because the broker is down (SPEC
+                # 9.6): it starts where this process's reader is, or at the
+                # top once the reader reaches the broker again.
+                top = None
+            start, lagged, reset = (_PENDING if top is None else top), False, False
         else:
             parsed = EventId.parse(last_event_id)
             if parsed is None:  # forged: nothing to resume from
@@ -413,20 +475,22 @@ class Broker:
                         subs = self._subs[channel] = set()
                     assert subs is not None
                     subs.add(sub)
-                cursor = self._watch_channel(channel, start) if first else self._cursor(channel)
+                watch = self._watch_channel if first else self._cursor
+                cursor = watch(channel, top)
         except BaseException:
             sub.close()
             raise
-        if cursor is not None and cursor > start:
+        if start is _PENDING:
+            if cursor is not None:
+                # The top as far as this process has read it: what the reader
+                # dispatches from now on is after it.
+                sub.start_at(cursor)
+        elif cursor is not None and cursor > start:
             # The reader had dispatched past this subscriber's start before it
             # joined: take that stretch, and what was offered since, from
             # history instead (no gap, nothing twice).
             sub.fall_behind()
         return sub
-
-    def _cursor(self, channel: str) -> EventId | None:
-        """How far the reader has dispatched ``channel`` (None if unknown)."""
-        return None
 
     def _unwatch(self, sub: Subscription) -> None:
         with self._subs_lock:
@@ -452,6 +516,37 @@ class Broker:
             subs = list(self._subs.get(channel, ()))
         for sub in subs:
             sub.lost_history()
+
+    def _start_pending(self, channel: str, top: EventId) -> None:
+        """The reader resolved where it reads ``channel`` from (``_watch_channel``
+        returned None): every subscription of it learns (``start_at``)."""
+        with self._subs_lock:
+            subs = list(self._subs.get(channel, ()))
+        for sub in subs:
+            sub.start_at(top)
+
+    def _wake_all(self) -> None:
+        """Wake every subscription (the broker is reachable again: a stalled
+        catch-up retries at once)."""
+        with self._subs_lock:
+            subs = [sub for channel in self._subs.values() for sub in channel]
+        for sub in subs:
+            sub.wake()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's subscriptions are read by the
+        parent's threads, which the child does not have; locks held by them
+        at the fork would never be released here."""
+        self._subs_lock = threading.Lock()
+        self._subs = {}
+        self._watch_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _check_process(self) -> None:
+        """Forked without ``os.register_at_fork``'s hook (a C extension's fork):
+        notice it before touching any per-process state."""
+        if self._pid != os.getpid():
+            self._after_fork()
 
     def subscriptions(self) -> int:
         """How many subscriptions are open in this process."""
@@ -568,11 +663,15 @@ class MemoryBroker(Broker):
             rows = [event for event in history if event.key > after]
             return True, rows[:limit]
 
-    def _watch_channel(self, channel: str, start: EventId) -> EventId:
+    def _watch_channel(self, channel: str, top: EventId | None) -> EventId | None:
         return self._top(channel)
 
-    def _cursor(self, channel: str) -> EventId | None:
+    def _cursor(self, channel: str, top: EventId | None) -> EventId | None:
         return self._top(channel)
+
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        self._lock = threading.RLock()
 
 
 def broker_from_url(url: str, **options: Any) -> Broker:
@@ -584,7 +683,21 @@ def broker_from_url(url: str, **options: Any) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker(**options)
-    raise ValueError(f"unknown broker URL {url!r}: use memory://")
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis_broker import RedisBroker
+
+        return RedisBroker(url, **options)
+    raise ValueError(f"unknown broker URL {url!r}: use memory://, redis://, rediss:// "
+                     f"or unix://")
+
+
+def _after_fork_in_child() -> None:
+    for broker in list(brokers):
+        broker._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- The fan-out response -------------------------------------------------------

@@ -63,6 +63,46 @@ SHUT: Final = _Marker("SHUT")
 Item = bytes | _Marker | None
 
 
+class Doorbell:
+    """One thread's wake-up, cheaper than a ``Condition`` (no waiter deque).
+
+    The sleeper calls ``sleep`` with the guarding lock held; a waker calls
+    ``ring`` with the same lock held. A raw lock is the bell: held while
+    nobody rings, released once by a ring, and only when somebody sleeps.
+    """
+
+    __slots__ = ("_bell", "_sleeping")
+
+    def __init__(self) -> None:
+        self._bell = threading.Lock()
+        self._bell.acquire()
+        self._sleeping = False
+
+    def ring(self) -> None:
+        # With the guarding lock held.
+        if self._sleeping:
+            self._sleeping = False
+            self._bell.release()
+
+    def sleep(self, lock: threading.Lock, timeout: float | None) -> None:
+        """Release ``lock`` and sleep until a ring or ``timeout``; return with
+        ``lock`` held again. The caller looks at its state again."""
+        bell = self._bell
+        rung = False
+        self._sleeping = True
+        lock.release()
+        try:
+            rung = bell.acquire(True, -1 if timeout is None else timeout)
+        finally:
+            lock.acquire()
+            if self._sleeping:
+                self._sleeping = False  # nobody rang: timed out
+            elif not rung:
+                # A ring came just after the timeout (or an exception): take
+                # it back, so the bell is held for the next sleep.
+                bell.acquire()
+
+
 class Channel:
     """A bounded queue of body writes with end, abort and interrupt.
 
@@ -75,10 +115,8 @@ class Channel:
         # an Event costs several objects. Only raw locks here; the writers'
         # Condition and the Event are made the first time anybody needs them.
         self._lock = threading.Lock()
-        # The reader's wake-up: held (locked) while nobody signals it. A
-        # waker releases it once, under _lock, only when _reader_waiting.
-        self._reader_signal = threading.Lock()
-        self._reader_signal.acquire()
+        # The reader's wake-up, rung under _lock.
+        self._reader = Doorbell()
         # Waited on by writers while the queue is full; notified by take()
         # (room was made) and by end(), discard() and abort(). Made on first use.
         self._writable: threading.Condition | None = None
@@ -87,7 +125,6 @@ class Channel:
         # How many times the reader took: a blocked writer's deadline
         # restarts when this moves (the client made progress).
         self._takes = 0
-        self._reader_waiting = False
         self._writers_waiting = 0
         self._ended = False
         self._discard = False
@@ -143,9 +180,7 @@ class Channel:
 
     def _wake_reader(self) -> None:
         # With the lock held.
-        if self._reader_waiting:
-            self._reader_waiting = False
-            self._reader_signal.release()
+        self._reader.ring()
 
     # -- producer side -----------------------------------------------------
 
@@ -200,8 +235,7 @@ class Channel:
             if self._discard:
                 return
             items.append(data)
-            if self._reader_waiting:
-                self._wake_reader()
+            self._reader.ring()
 
     def _wait_writable(self, timeout: float | None) -> None:
         # Called with the lock held and the queue full; returns with room,
@@ -361,7 +395,7 @@ class Channel:
                     return CUT
                 if timeout is not None and timeout <= 0:
                     return None
-                self._wait_readable(timeout)
+                self._reader.sleep(self._lock, timeout)
                 if not items:
                     return CUT if self._abort_error is not None else None
             first = items.popleft()
@@ -383,21 +417,3 @@ class Channel:
             if self._writers_waiting:
                 self._notify_writers()
             return data
-
-    def _wait_readable(self, timeout: float | None) -> None:
-        """Sleep until a waker signals or ``timeout`` runs out. Called, and
-        returns, with the lock held; the caller looks at the queue again."""
-        signal = self._reader_signal
-        signalled = False
-        self._reader_waiting = True
-        self._lock.release()
-        try:
-            signalled = signal.acquire(True, -1 if timeout is None else timeout)
-        finally:
-            self._lock.acquire()
-            if self._reader_waiting:
-                self._reader_waiting = False  # nobody signalled: timed out
-            elif not signalled:
-                # A waker released the signal just after the timeout (or an
-                # exception): take it back, so it is held for the next wait.
-                signal.acquire()

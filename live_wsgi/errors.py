@@ -13,6 +13,8 @@ The names tell *who* ended a stream, so a producer can react to each:
 - ``HeadersAlreadySent``: status or headers changed after the commit.
 - ``ContentLengthError``: a response that declared its length wrote more or
   less than that.
+- ``BrokerUnavailable``: the broadcast broker cannot be reached; the publish
+  did not happen (or, after a timeout, may or may not have).
 """
 
 from __future__ import annotations
@@ -62,3 +64,7 @@ class ResponseAborted(LiveError):
     server drops the connection. The cause was logged on the ``live_wsgi``
     logger already.
     """
+
+
+class BrokerUnavailable(LiveError):
+    """The broadcast broker cannot be reached: the publish did not happen."""

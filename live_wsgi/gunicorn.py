@@ -32,6 +32,7 @@ import signal
 import threading
 from typing import Any
 
+from .broadcast import brokers
 from .middleware import instances
 
 log = logging.getLogger("live_wsgi")
@@ -45,10 +46,15 @@ graceful_timeout = int(SHUTDOWN_GRACE) + 25
 
 
 def shutdown_all(grace: float = SHUTDOWN_GRACE) -> None:
-    """``shutdown(grace)`` on every LiveMiddleware in this process, together."""
+    """``shutdown(grace)`` on every LiveMiddleware and every broadcast broker in
+    this process, together: live streams get their grace, fan-out streams and
+    subscriptions end, broker readers stop (SPEC 8.3, 9.8)."""
     middlewares = list(instances)
     workers = [threading.Thread(target=mw.shutdown, args=(grace,), name="live_wsgi-shutdown")
                for mw in middlewares]
+    workers += [threading.Thread(target=broker.shutdown, args=(grace,),
+                                 name="live_wsgi-broker-shutdown")
+                for broker in list(brokers)]
     for thread in workers:
         thread.start()
     for thread in workers:

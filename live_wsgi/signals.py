@@ -24,6 +24,14 @@ Each is sent with the ``LiveMiddleware`` as sender and keyword arguments:
   ``EventSource``, which gets 200 and a ``retry:`` field), ``reason``
   (``"busy"`` or ``"shutdown"``).
 
+The broker's reader (``live_wsgi.redis_broker``) sends two more, with the
+broker as sender, once per outage of a process that has subscriptions:
+
+- ``broker_disconnected``: the broker cannot be reached; open streams stay
+  open and the reader reconnects with backoff. ``error``.
+- ``broker_reconnected``: it can be reached again; each channel resumed, or
+  its subscribers got a reset (SPEC 9.6). ``downtime`` (seconds).
+
 Receivers run on the thread that sends; an exception in one (a
 ``BaseException`` too) is logged and never breaks the stream.
 """
@@ -46,6 +54,8 @@ client_disconnected = _signals.signal("live_wsgi.client_disconnected")
 stream_error = _signals.signal("live_wsgi.stream_error")
 send_stream = _signals.signal("live_wsgi.send_stream")
 stream_refused = _signals.signal("live_wsgi.stream_refused")
+broker_disconnected = _signals.signal("live_wsgi.broker_disconnected")
+broker_reconnected = _signals.signal("live_wsgi.broker_reconnected")
 
 
 def emit(signal: NamedSignal, sender: Any, **facts: Any) -> None:

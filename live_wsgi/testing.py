@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.datastructures import Headers
-from werkzeug.test import EnvironBuilder
+from werkzeug.test import Client, EnvironBuilder
 
 #: Default seconds a read may wait.
 TIMEOUT = 5.0
@@ -237,7 +237,7 @@ def open_stream(
     if hasattr(app, "extra_environ") and hasattr(app, "app"):  # webtest.TestApp
         extra.update(app.extra_environ)
         app = app.app
-    elif hasattr(app, "application"):  # werkzeug.test.Client
+    elif isinstance(app, Client):
         app = app.application
     full = EnvironBuilder(path, method=method, headers=Headers(headers or {})).get_environ()
     full["wsgi.multithread"] = True

@@ -9,7 +9,7 @@ from live_wsgi import errors
 def test_public_api_is_pinned() -> None:
     """SPEC 1.2: the flat public API and nothing else."""
     assert sorted(live_wsgi.__all__) == sorted([
-        "ClientDisconnected", "CommitTimeout", "ContentLengthError",
+        "BrokerUnavailable", "ClientDisconnected", "CommitTimeout", "ContentLengthError",
         "HeadersAlreadySent", "LiveError", "LiveMiddleware", "LiveResponse",
         "ResponseAborted", "SSE", "Stream", "StreamClosed", "WriteTimeout",
         "current_response", "last_event_id", "send_stream", "share_local",
@@ -22,7 +22,8 @@ def test_public_api_is_pinned() -> None:
 def test_error_vocabulary() -> None:
     """SPEC 3.2: one base class; WriteTimeout is a ClientDisconnected and a TimeoutError."""
     for name in ("ClientDisconnected", "WriteTimeout", "StreamClosed",
-                 "HeadersAlreadySent", "CommitTimeout", "ContentLengthError"):
+                 "HeadersAlreadySent", "CommitTimeout", "ContentLengthError",
+                 "BrokerUnavailable"):
         assert issubclass(getattr(errors, name), errors.LiveError)
     assert issubclass(errors.WriteTimeout, errors.ClientDisconnected)
     assert issubclass(errors.WriteTimeout, TimeoutError)

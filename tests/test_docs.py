@@ -34,7 +34,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib.metadata import packages_distributions
+from importlib.metadata import distributions, packages_distributions
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -330,12 +330,34 @@ def installed_by(block: readme.Block) -> tuple[set[str], set[str]]:
     return extras, packages
 
 
-DISTRIBUTIONS = functools.cache(packages_distributions)
+@functools.cache
+def module_distributions() -> dict[str, list[str]]:
+    """Top-level module -> the distributions that install it (``packages_distributions``).
+
+    Python 3.10's ``packages_distributions`` reads only ``top_level.txt``, which
+    wheels built by flit or hatch (Flask, Werkzeug, blinker) lack; 3.11 and later
+    infer the names from the files the wheel installed. Done here on every version.
+    """
+    found = {name: list(names) for name, names in packages_distributions().items()}
+    for dist in distributions():
+        if dist.read_text("top_level.txt") is not None:
+            continue  # declared: packages_distributions has it already
+        tops = set()
+        for file in dist.files or ():
+            if len(file.parts) > 1:
+                tops.add(file.parts[0])
+            elif file.suffix == ".py":
+                tops.add(file.stem)
+        for top in sorted(t for t in tops if t.isidentifier() and t != "__pycache__"):
+            names = found.setdefault(top, [])
+            if dist.metadata["Name"] not in names:
+                names.append(dist.metadata["Name"])
+    return found
 
 
 def third_party(module_names: list[str]) -> set[str]:
     """The distributions (canonical names) these imports need."""
-    distributions = DISTRIBUTIONS()
+    distributions = module_distributions()
     needed: set[str] = set()
     for name in module_names:
         top = name.split(".")[0]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from .realserver import gunicorn
+from .support import WAIT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,7 +22,7 @@ def test_demo_page_and_streams_under_gunicorn() -> None:
         assert page.status == 200
         html = page.read_all().decode()
         page.close()
-        for route in ("/clock", "/log", "/export.csv", "EventSource"):
+        for route in ("/clock", "/log", "/export.csv", "/feed", "EventSource"):
             assert route in html
         clock = server.get("/clock")
         assert clock.headers["content-type"] == "text/event-stream"
@@ -37,6 +38,10 @@ def test_demo_page_and_streams_under_gunicorn() -> None:
         body = export.read_all()
         export.close()
         assert body.count(b"\n") == 1001
+        feed = server.get("/feed/events")  # the fan-out route, not live: no pool thread
+        assert feed.headers["content-type"] == "text/event-stream"
+        assert feed.next_chunk() == b":\nretry: 2000\n\n"
+        feed.close()
 
 
 def _rss_kb(pid: int) -> int:
@@ -113,3 +118,100 @@ def test_sse_clock_sends_ticks_and_resumes_from_last_event_id() -> None:
         second = next(events)  # one second later
         assert second.id == "43"
         response.close()
+
+
+# -- the demo's feed, in process ---------------------------------------------------
+
+
+def _demo() -> Any:
+    from examples import demo
+
+    return demo
+
+
+def _post(demo: Any, text: str, **form: str) -> Any:
+    from werkzeug.test import Client
+
+    return Client(demo.app).post("/feed", data={"text": text, **form},
+                                 headers={"Accept": "application/json"})
+
+
+def test_demo_feed_delivers_a_post_from_the_id_the_page_embeds() -> None:
+    """SPEC 9.1, 9.3, 9.7: /feed embeds current_id; a feed opened from it gets a message
+    posted after the render (even one posted before it connects), with its id, on a
+    fan-out stream that holds no pool thread."""
+    from werkzeug.test import Client
+
+    from live_wsgi.testing import open_stream
+
+    demo = _demo()
+    page = Client(demo.app).get("/feed")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    last_id = demo.broker.current_id(demo.FEED)
+    assert f'data-last-id="{last_id}"' in html
+    for needed in ("EventSource", "/feed/events?lastEventId=", "stream-reset"):
+        assert needed in html
+    posted = _post(demo, "before the feed connects", name="ann")
+    assert posted.status_code == 201
+    with open_stream(demo.app, f"/feed/events?lastEventId={last_id}") as feed:
+        assert feed.headers["Content-Type"] == "text/event-stream"
+        (first,) = feed.read_events(1, timeout=WAIT)
+        assert (first.event, first.id) == ("chat", posted.json["id"])
+        assert first.json()["name"] == "ann"
+        assert first.json()["text"] == "before the feed connects"
+        # A fan-out response: the live middleware never saw it.
+        assert demo.live_ext.middleware.active_streams == 0
+        second = _post(demo, "while it is open")
+        (event,) = feed.read_events(1, timeout=WAIT)
+        assert (event.id, event.json()["text"]) == (second.json["id"], "while it is open")
+    assert demo.broker.subscriptions() == 0
+
+
+def test_demo_feed_resumes_from_the_last_id_or_resets() -> None:
+    """SPEC 9.3: the feed replays after a Last-Event-ID (header first, then ?lastEventId=)
+    without gap or duplicate; an id the broker no longer has gets a stream-reset."""
+    from live_wsgi.broadcast import RESET_EVENT
+    from live_wsgi.testing import open_stream
+
+    demo = _demo()
+    ids = [_post(demo, f"message {n}").json["id"] for n in range(3)]
+    with open_stream(demo.app, f"/feed/events?lastEventId={ids[0]}") as feed:
+        assert [e.id for e in feed.read_events(2, timeout=WAIT)] == ids[1:]
+        later = _post(demo, "later").json["id"]
+        assert [e.id for e in feed.read_events(1, timeout=WAIT)] == [later]
+    # A reconnecting EventSource sends the header; it wins over the page's query.
+    with open_stream(demo.app, f"/feed/events?lastEventId={ids[0]}",
+                     headers={"Last-Event-ID": ids[1]}) as feed:
+        assert [e.id for e in feed.read_events(2, timeout=WAIT)] == [ids[2], later]
+    with open_stream(demo.app, "/feed/events?lastEventId=1-0") as feed:
+        (reset,) = feed.read_events(1, timeout=WAIT)
+        assert (reset.event, reset.id) == (RESET_EVENT, later)
+
+
+def test_demo_feed_refuses_empty_posts_and_reports_a_broker_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC 9.6: a publish that fails fast is a 503 the page can show; bad input is a
+    400 and publishes nothing; a form posted without JavaScript is redirected back."""
+    from werkzeug.test import Client
+
+    from live_wsgi.broadcast import BrokerUnavailable
+
+    demo = _demo()
+    top = demo.broker.current_id(demo.FEED)
+    for text in ("", "   ", "x" * (demo.MAX_TEXT + 1)):
+        refused = _post(demo, text)
+        assert refused.status_code == 400
+        assert "characters" in refused.json["error"]
+    assert demo.broker.current_id(demo.FEED) == top
+    plain = Client(demo.app).post("/feed", data={"text": "no script"})
+    assert (plain.status_code, plain.headers["Location"]) == (303, "/feed")
+
+    def down(*args: Any, **kwargs: Any) -> str:
+        raise BrokerUnavailable("connection refused")
+
+    monkeypatch.setattr(demo.broker, "publish", down)
+    unavailable = _post(demo, "hello?")
+    assert unavailable.status_code == 503
+    assert "unavailable" in unavailable.json["error"]

@@ -243,9 +243,9 @@ def test_reader_timeouts_racing_writers_lose_and_hang_nothing() -> None:
     assert b"".join(received) == b"".join(sent)
     # No stale wake-up is left behind: the signal is held, and a fresh wait
     # runs to its timeout.
-    assert channel._reader_signal.locked()
+    assert channel._reader._bell.locked()
     assert channel.take(0.01) is None
-    assert channel._reader_signal.locked()
+    assert channel._reader._bell.locked()
 
 
 def test_close_is_idempotent_and_write_after_close_raises(live: Any) -> None:
