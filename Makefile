@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := test,flask,bottle,gevent,gunicorn,metrics,redis,django
+EXTRAS := test,docs,flask,bottle,gevent,gunicorn,metrics,redis,django
 
-.PHONY: setup test lint typecheck pytest pythons browser redis wrk run bench bench-quick clean
+.PHONY: setup test lint typecheck pytest pythons browser redis docs dist dist-check wrk run bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check live_wsgi tests benchmarks examples noxfile.py
+	$(BIN)/ruff check live_wsgi tests benchmarks examples docs noxfile.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -42,12 +42,43 @@ redis:
 pytest: $(STAMP) browser redis
 	$(BIN)/python -m pytest
 
+# The documentation site (Sphinx) in docs/_build/html: the README's sections,
+# the API from the docstrings, and the guarantees from ../shared/SPEC.md.
+# Warnings are errors, and every build reads every page (-E), so a warning is
+# never hidden by an up-to-date page.
+SPEC_MD := ../shared/SPEC.md
+docs: $(STAMP)
+	@test -f $(SPEC_MD) || { echo "make docs: $(SPEC_MD) is missing; the guarantees" \
+	    "page includes the behaviour specification from shared/ beside the checkout" >&2; \
+	    exit 1; }
+	$(BIN)/sphinx-build -b html -E -W --keep-going -q -d docs/_build/doctrees docs docs/_build/html
+
+# The sdist and the wheel, checked as the package index would. No build
+# isolation: setuptools and wheel come with the test extra, so nothing is
+# downloaded per build.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist . >build.log 2>&1 \
+	    || { cat build.log; rm -f build.log; exit 1; }
+	rm -f build.log
+	$(BIN)/twine check --strict dist/*
+
+# The wheel installs into a clean venv (no pip of its own: .venv's pip
+# installs into it, from pip's cache) and streams there.
+SMOKE   := build/smoke-venv
+VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
+dist-check: dist
+	rm -rf $(SMOKE)
+	$(BIN)/python -m venv --without-pip $(SMOKE)
+	$(BIN)/python -m pip --python $(SMOKE)/bin/python install --quiet dist/*.whl
+	cd build && smoke-venv/bin/python -I ../tests/wheel_smoke.py $(VERSION)
+
 # The suite on the other supported Pythons (noxfile.py): a venv each under
 # .nox/, kept between runs. A version missing here is skipped, but fails CI.
 pythons: $(STAMP) browser redis
 	$(BIN)/nox
 
-test: lint typecheck pytest pythons
+test: lint typecheck docs dist-check pytest pythons
 
 run: $(STAMP)
 	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
@@ -71,4 +102,4 @@ bench-quick: $(STAMP) wrk redis
 	$(BIN)/python -m benchmarks --quick $(BENCH_BROKERS)
 
 clean:
-	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache

@@ -10,9 +10,10 @@ runs it on the others::
 
 Each list has one home, read from there: the versions are setup.cfg's
 ``Programming Language :: Python :: 3.X`` classifiers, the extras the
-Makefile's ``EXTRAS``. Each session installs the checkout editable with those
-extras into ``.nox/tests-3-X`` (kept between runs; reinstalled when setup.cfg
-or pyproject.toml change) and runs the whole suite, the real-server and
+Makefile's ``EXTRAS`` (but ``docs``: no test needs Sphinx). Each session
+installs the checkout editable with those extras into ``.nox/tests-3-X``
+(kept between runs; reinstalled when setup.cfg or pyproject.toml change)
+and runs the whole suite, the real-server and
 browser tiers included: about as long as on ``.venv`` (the browser test uses
 the Chromium ``make browser`` installed).
 
@@ -52,12 +53,19 @@ def supported_pythons() -> list[str]:
     return sorted(found, key=lambda version: int(version.split(".")[1]))
 
 
+#: Extras of ``.venv`` the sessions leave out: ``docs`` (Sphinx and its theme)
+#: serves ``make docs``, which runs once, on ``.venv``; no test imports it.
+NOT_IN_SESSIONS = frozenset({"docs"})
+
+
 def makefile_extras() -> str:
-    """The Makefile's ``EXTRAS``: what ``.venv`` has, so each session has it too."""
+    """The Makefile's ``EXTRAS`` (what ``.venv`` has, so each session has it too), but
+    ``NOT_IN_SESSIONS``."""
     found = re.search(r"^EXTRAS\s*:=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.MULTILINE)
     if found is None:
         raise RuntimeError("the Makefile sets no 'EXTRAS := a,b,c' line")
-    return found.group(1)
+    extras = [extra for extra in found.group(1).split(",") if extra not in NOT_IN_SESSIONS]
+    return ",".join(extras)
 
 
 PYTHONS = supported_pythons()

@@ -93,17 +93,19 @@ def gunicorn(app: str, *args: str, env: dict[str, str] | None = None,
 
 @contextmanager
 def serve(kind: str, app: str, stderr: Any = None,
-          log_level: str | None = None) -> Iterator[Server]:
+          log_level: str | None = None, env: dict[str, str] | None = None) -> Iterator[Server]:
     """``app`` under a real server of ``kind``: gthread, gevent, waitress, werkzeug.
 
-    ``log_level`` (waitress, werkzeug) logs to stderr from that level on.
+    ``log_level`` (waitress, werkzeug) logs to stderr from that level on;
+    ``env`` adds to (or replaces in) the server's environment.
     """
     if kind == "gthread":
-        with gunicorn(app) as server:
+        with gunicorn(app, env=env) as server:
             yield server
         return
     if kind == "gevent":
-        with gunicorn(app, "--worker-class", "gevent", "--worker-connections", "4000") as server:
+        with gunicorn(app, "--worker-class", "gevent", "--worker-connections", "4000",
+                      env=env) as server:
             yield server
         return
     listener = listening_socket()
@@ -113,7 +115,7 @@ def serve(kind: str, app: str, stderr: Any = None,
         argv.append(log_level)
     proc = subprocess.Popen(
         argv, pass_fds=(fd,), cwd=ROOT, stderr=stderr,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
     port = listener.getsockname()[1]
     listener.close()

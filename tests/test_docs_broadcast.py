@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,12 @@ def literal_blocks(text: str) -> list[str]:
     return blocks
 
 
-PYTHON = [block for block in literal_blocks(section()) if block.startswith(("import", "from"))]
+def is_python(block: str) -> bool:
+    """Code, not output: it starts with an import, after a ``# name.py`` line if any."""
+    return re.match(r"(?:# [\w.-]+\.py\n)?(?:import|from) ", block) is not None
+
+
+PYTHON = [block for block in literal_blocks(section()) if is_python(block)]
 
 
 @pytest.fixture

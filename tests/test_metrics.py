@@ -9,7 +9,6 @@ workers serve are all counted in one scrape.
 
 from __future__ import annotations
 
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from live_wsgi import LiveMiddleware, ResponseAborted, current_response, metrics, signals
 
+from . import readme
 from .realserver import Server, gunicorn
 from .support import WAIT, chunks, open_stream, wait, webtest_app
 
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.timeout(60)
 
 SIGNALS = ["stream_started", "stream_committed", "stream_closed", "client_disconnected",
            "stream_error", "send_stream", "stream_refused"]
-README = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
 
 
 class Samples:
@@ -359,15 +358,9 @@ def test_install_on_a_registry_with_a_taken_name_leaves_nothing() -> None:
 
 
 def readme_example() -> str:
-    """The first code block of the README's Metrics section."""
-    section = README.split("\nMetrics\n-------\n", 1)[1]
-    after = section.split("::\n\n", 1)[1]
-    lines = []
-    for line in after.splitlines():
-        if line and not line.startswith("    "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines))
+    """The README's ``metrics_app.py`` block (tests/test_docs.py runs every block too)."""
+    [block] = [b for b in readme.blocks() if b.filename == "metrics_app.py"]
+    return block.code
 
 
 def test_readme_example_runs() -> None:

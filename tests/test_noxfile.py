@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import runpy
 import sys
 from collections.abc import Callable
@@ -123,3 +124,16 @@ def test_a_missing_python_fails_only_under_ci(
     monkeypatch.setenv("CI", ci)
     load_noxfile(tmp_path)
     assert nox.options.error_on_missing_interpreters is fails
+
+
+def test_sessions_install_the_makefiles_extras_but_docs(
+    load_noxfile: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """No SPEC rule (tooling): each session has .venv's extras (the Makefile's EXTRAS),
+    in its order, but ``docs``: Sphinx builds once, on .venv, and no test imports it."""
+    makefile = (ROOT / "Makefile").read_text()
+    found = re.search(r"^EXTRAS\s*:=\s*(\S+)\s*$", makefile, re.MULTILINE)
+    assert found is not None
+    extras = found.group(1).split(",")
+    assert "docs" in extras and "test" in extras
+    assert load_noxfile(tmp_path)["EXTRAS"].split(",") == [e for e in extras if e != "docs"]
