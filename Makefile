@@ -84,6 +84,12 @@ run: $(STAMP)
 	$(BIN)/gunicorn --worker-class gthread --threads 32 --workers 1 \
 	    --bind 127.0.0.1:8000 --config python:live_wsgi.gunicorn examples.demo:app
 
+# The docs' picture of the demo, docs/_static/demo.png: the page in headless
+# Chromium on a free loopback port, its export caught partway.
+.PHONY: screenshot
+screenshot: $(STAMP) browser
+	$(BIN)/python -m tests.demo_screenshot
+
 # M3 of the benchmarks drives the server with Debian's wrk.
 wrk:
 	@command -v wrk >/dev/null 2>&1 || { \

@@ -26,39 +26,67 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-sync"]
 
 
-def test_demo_page_streams_and_downloads(tmp_path: Path) -> None:
-    """SPEC 8.1: EventSource updates arrive in a browser; the sized CSV downloads whole."""
+def test_demo_page_streams_and_downloads() -> None:
+    """SPEC 8.1, 7.2: EventSource updates arrive in a browser, the clock names the server's
+    time zone; the sized CSV downloads whole both in the page (its progress bar moving
+    on the way) and through the native download link; the page links to the feed."""
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing: run 'make test', which installs it"
     rows = 20_000
-    with gunicorn("examples.demo:app", "--config", "python:live_wsgi.gunicorn") as server, \
-            sync_playwright() as playwright:
+    # A zone with a half-hour offset and no DST: the label is known, whatever the date.
+    env = {"TZ": "Asia/Kolkata"}
+    with gunicorn("examples.demo:app", "--config", "python:live_wsgi.gunicorn",
+                  env=env) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(accept_downloads=True)
-            page.goto(f"http://127.0.0.1:{server.port}/?rows={rows}")
+            page.goto(f"http://127.0.0.1:{server.port}/?rows={rows}&seconds=2")
             # At least three clock updates arrive over SSE.
             page.wait_for_function(
                 "Number(document.getElementById('ticks').textContent) >= 3", timeout=20_000)
             assert page.text_content("#clock").count(":") == 2  # type: ignore[union-attr]
+            assert page.text_content("#clock-zone") == "Asia/Kolkata (IST, UTC+05:30)"
             # The live log shows the page's own streams starting.
             page.wait_for_selector("#log li", timeout=10_000)
             assert "stream started" in page.inner_text("#log")
             page.wait_for_function(
                 "Number(document.getElementById('open-streams').textContent) >= 2",
                 timeout=10_000)
-            # The export downloads completely, with progress from its known size.
+            # In the page: the export downloads completely, the bar moving on the way
+            # (paced over 2 s, it is partway for most of them).
             with page.expect_download(timeout=60_000) as download_info:
                 page.click("#download")
-            saved = tmp_path / "export.csv"
-            download_info.value.save_as(saved)
-            lines = saved.read_bytes().splitlines()
-            assert len(lines) == rows + 1
-            assert lines[0] == b"id,email,plan,amount_cents"
+                page.wait_for_function(
+                    "(p => p.value > 0 && p.value < 100)(document.getElementById('progress'))",
+                    timeout=30_000)
+            assert_whole_export(download_info.value.path(), rows)
             assert page.eval_on_selector("#progress", "el => el.value") == 100
             assert "done" in page.inner_text("#download-status")
+            # Natively: a plain <a download> to the same route.
+            url = page.get_attribute("#download", "data-url")
+            assert url == f"/export.csv?rows={rows}&seconds=2"
+            assert page.get_attribute("#download-link", "href") == url
+            assert page.get_attribute("#download-link", "download") == "export.csv"
+            with page.expect_download(timeout=60_000) as download_info:
+                page.click("#download-link")
+            assert download_info.value.suggested_filename == "export.csv"
+            assert_whole_export(download_info.value.path(), rows)
+            # The feed is a click away, and links back.
+            page.click("#feed-link")
+            page.wait_for_url("**/feed", timeout=10_000)
+            page.wait_for_function(
+                "document.getElementById('feed-status').textContent === 'live'",
+                timeout=15_000)
+            assert page.get_attribute("text=Back to the demo", "href") == "/"
         finally:
             browser.close()
+
+
+def assert_whole_export(saved: Path, rows: int) -> None:
+    lines = saved.read_bytes().splitlines()
+    assert len(lines) == rows + 1
+    assert lines[0] == b"id,email,plan,amount_cents"
+    assert lines[-1].startswith(b"%07d," % (rows - 1))
 
 
 class FeedServer(NamedTuple):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ def test_demo_page_and_streams_under_gunicorn() -> None:
         assert page.status == 200
         html = page.read_all().decode()
         page.close()
-        for route in ("/clock", "/log", "/export.csv", "/feed", "EventSource"):
+        for route in ("/clock", "/log", "/export.csv", "/feed", "/docs/", "EventSource"):
             assert route in html
         clock = server.get("/clock")
         assert clock.headers["content-type"] == "text/event-stream"
@@ -34,7 +38,7 @@ def test_demo_page_and_streams_under_gunicorn() -> None:
         assert b"/clock: stream started" in log.read_until(b"stream started\n\n")
         clock.close()
         log.close()
-        export = server.get("/export.csv?rows=1000")
+        export = server.get("/export.csv?rows=1000&seconds=0")  # unpaced
         assert export.headers["content-length"] == str(len(HEADER) + 1000 * ROW_SIZE)
         body = export.read_all()
         export.close()
@@ -119,6 +123,123 @@ def test_sse_clock_sends_ticks_and_resumes_from_last_event_id() -> None:
         second = next(events)  # one second later
         assert second.id == "43"
         response.close()
+
+
+# -- the demo's page, clock and export, in process ---------------------------------
+
+
+@pytest.mark.parametrize(("offset", "abbreviation", "key", "label"), [
+    (timedelta(hours=5, minutes=30), "IST", "Asia/Kolkata", "Asia/Kolkata (IST, UTC+05:30)"),
+    (-timedelta(hours=3, minutes=30), "NST", "America/St_Johns",
+     "America/St_Johns (NST, UTC-03:30)"),
+    (timedelta(0), "UTC", "Etc/UTC", "Etc/UTC (UTC, UTC+00:00)"),
+    (timedelta(0), "UTC", "UTC", "UTC (UTC+00:00)"),
+    (timedelta(hours=1), "CET", None, "CET (UTC+01:00)"),
+])
+def test_demo_clock_names_its_zone_and_offset(
+    offset: timedelta, abbreviation: str, key: str | None, label: str
+) -> None:
+    """SPEC 8.1: the demo's clock says which zone its time is in: the server's zone
+    name, its abbreviation and its offset from UTC."""
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=timezone(offset, abbreviation))
+    assert _demo().zone_label(now, key) == label
+
+
+@pytest.mark.parametrize(("tz", "key"), [
+    ("Asia/Kolkata", "Asia/Kolkata"),
+    (":Europe/Paris", "Europe/Paris"),
+    ("/usr/share/zoneinfo/Europe/Paris", "Europe/Paris"),
+    ("/etc/some-local-file", None),
+])
+def test_demo_zone_key_reads_tz(monkeypatch: pytest.MonkeyPatch, tz: str,
+                                key: str | None) -> None:
+    """SPEC 8.1: the server's zone name comes from TZ (a name or a zoneinfo path)."""
+    monkeypatch.setenv("TZ", tz)
+    assert _demo().zone_key() == key
+
+
+def test_demo_page_links_both_downloads_to_the_same_bounded_export() -> None:
+    """SPEC 7.2: the page's in-page download and its native <a download> link fetch the
+    same export, its rows and pacing taken from the page's query within bounds."""
+    from werkzeug.test import Client
+
+    web = Client(_demo().app)
+    for query, url in [
+        ("", "/export.csv?rows=200000&amp;seconds=4"),
+        ("?rows=20000&seconds=1.5", "/export.csv?rows=20000&amp;seconds=1.5"),
+        ("?rows=-1&seconds=1e9", "/export.csv?rows=0&amp;seconds=60"),
+        ("?rows=x&seconds=nan", "/export.csv?rows=200000&amp;seconds=4"),
+    ]:
+        html = web.get("/" + query).get_data(as_text=True)
+        assert f'id="download" data-url="{url}"' in html
+        assert f'id="download-link" href="{url}" download="export.csv"' in html
+        assert 'id="feed-link" href="/feed"' in html
+
+
+def test_demo_paced_export_ends_when_the_client_leaves() -> None:
+    """SPEC 4.2, 4.3: a paced export's producer, pausing in stream.wait between writes,
+    is freed as soon as the server notices its client left (the clock's count of open
+    streams drops back), long before the pacing would have sent the next rows."""
+    with gunicorn("examples.demo:app", "--config", "python:live_wsgi.gunicorn") as server:
+        clock = server.get("/clock")
+        # Two batches a minute apart: the second would leave after 30 s.
+        export = server.get(f"/export.csv?rows={2 * 512}&seconds=60")
+        assert export.status == 200
+        assert _open_streams(clock, until=lambda count: count == 2) == 2  # clock, export
+        export.close()  # with the head and the first rows, never the rest
+        assert _open_streams(clock, until=lambda count: count == 1) == 1  # the clock
+        clock.close()
+
+
+def _open_streams(clock: Any, until: Any) -> int:
+    """The open-stream count from the clock's ticks, once ``until(count)``; within
+    twice WAIT (well under the export's 30 s pause)."""
+    deadline = time.monotonic() + 2 * WAIT
+    while True:
+        chunk = clock.next_chunk() or b""
+        for line in chunk.decode().splitlines():
+            if line.startswith("data: {"):
+                count: int = json.loads(line[len("data: "):])["open_streams"]
+                if until(count):
+                    return count
+        assert time.monotonic() < deadline, f"still {chunk!r}"
+
+
+def test_demo_serves_the_docs_site_once_built(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """SPEC 8.1: the page's docs links lead into the built documentation site under
+    /docs/; before it is built they say how to build it; nothing outside it is served."""
+    from werkzeug.test import Client
+
+    demo = _demo()
+    site = tmp_path / "html"
+    monkeypatch.setattr(demo, "DOCS_HTML", site)
+    web = Client(demo.app)
+    missing = web.get("/docs/toolkit.html")
+    assert missing.status_code == 404
+    assert "make docs" in missing.get_data(as_text=True)
+    site.mkdir()
+    (site / "index.html").write_text("the index")
+    (site / "toolkit.html").write_text("the toolkit")
+    (tmp_path / "secret.txt").write_text("not the docs")
+    assert web.get("/docs/").get_data(as_text=True) == "the index"
+    assert web.get("/docs/toolkit.html").get_data(as_text=True) == "the toolkit"
+    assert web.get("/docs/nothing.html").status_code == 404
+    assert web.get("/docs/../secret.txt").status_code == 404
+    assert web.get("/docs/%2E%2E/secret.txt").status_code == 404
+
+
+def test_demo_docs_links_name_pages_and_sections_of_the_site() -> None:
+    """SPEC 8.1: every docs link on the demo's pages names a page of the built site
+    and a section on it (checked when ``make docs`` has built the site)."""
+    demo = _demo()
+    if not (demo.DOCS_HTML / "index.html").is_file():
+        pytest.skip("the documentation site is not built (make docs)")
+    links = set(re.findall(r'href="/docs/([^"#]*)(?:#([^"]*))?"', demo.PAGE + demo.FEED_PAGE))
+    assert len(links) >= 6
+    for page, section in links:
+        html = (demo.DOCS_HTML / (page or "index.html")).read_text(encoding="utf-8")
+        assert not section or f'id="{section}"' in html, (page, section)
 
 
 # -- the demo's feed, in process ---------------------------------------------------
