@@ -348,6 +348,9 @@ class LiveResponse:
                 final.append(("Content-Length", str(self._content_length)))
             if not has_type:
                 final.append(("Content-Type", self._default_content_type))
+        self._store_headers(final)
+
+    def _store_headers(self, final: list[tuple[str, str]]) -> None:
         self._wsgi_headers = final
         if self._headers is None:
             self._header_list = final
@@ -364,12 +367,7 @@ class LiveResponse:
             self._content_length = self.declared_length()
         elif self.declared_length() is None:
             final.append(("Content-Length", str(self._content_length)))
-        self._wsgi_headers = final
-        if self._headers is None:
-            self._header_list = final
-        else:
-            self._headers.clear()
-            self._headers.extend(final)
+        self._store_headers(final)
 
     def detach(self) -> None:
         """The request is over (live_wsgi calls this when the app is done).
