@@ -313,11 +313,7 @@ def _warn_unsent(
     view_name: str,
 ) -> None:
     """Name the headers Django hands over after the commit that were not sent."""
-    sent = {(name.lower(), value) for name, value in live_response.wsgi_headers()}
-    unsent = sorted({
-        name for name, value in headers
-        if name.lower() not in _QUIET and (name.lower(), value) not in sent
-    })  # fmt: skip
+    unsent = live_response.unsent_headers(headers, _QUIET)
     if unsent:
         _warn_once(
             (view_name or environ.get("PATH_INFO"), "headers", *unsent),

@@ -189,11 +189,7 @@ def _warn_unsent(
     environ: WSGIEnvironment, live_response: LiveResponse, headers: list[tuple[str, str]]
 ) -> None:
     """Name the headers Flask hands over after the commit that were not sent."""
-    sent = {(name.lower(), value) for name, value in live_response.wsgi_headers()}
-    unsent = sorted({
-        name for name, value in headers
-        if name.lower() not in _QUIET and (name.lower(), value) not in sent
-    })  # fmt: skip
+    unsent = live_response.unsent_headers(headers, _QUIET)
     if unsent:
         log.warning(
             "live_wsgi: %s %s: header(s) %s were set after the live response was "

@@ -369,6 +369,19 @@ class LiveResponse:
             final.append(("Content-Length", str(self._content_length)))
         self._store_headers(final)
 
+    def unsent_headers(
+        self, headers: Iterable[tuple[str, str]], quiet: Iterable[str] = ()
+    ) -> list[str]:
+        """The names among ``headers`` (handed over after the commit) that did
+        not go out with the committed ones, except the ``quiet`` names (those
+        a framework adds on its own): for the warning framework glue logs."""
+        sent = {(name.lower(), value) for name, value in self._wsgi_headers}
+        skip = {name.lower() for name in quiet}
+        return sorted({
+            name for name, value in headers
+            if name.lower() not in skip and (name.lower(), value) not in sent
+        })  # fmt: skip
+
     def detach(self) -> None:
         """The request is over (live_wsgi calls this when the app is done).
 

@@ -88,3 +88,13 @@ class ClosingIterable:
     def close(self) -> None:
         self.close_calls.append(threading.current_thread().name)
         self.closed.set()
+
+
+def drain(sub: Any, n: int) -> list[Any]:
+    """The next ``n`` items of a broker subscription, each within the deadline."""
+    items = []
+    for _ in range(n):
+        item = sub.get(WAIT)
+        assert item is not None, f"only {items!r} within {WAIT} s"
+        items.append(item)
+    return items

@@ -23,18 +23,10 @@ from live_wsgi.broadcast import (
     broker_from_url,
 )
 
-from .support import WAIT, wait
+from .support import WAIT, drain, wait
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def drain(sub: Any, n: int) -> list[Any]:
-    items = []
-    for _ in range(n):
-        item = sub.get(WAIT)
-        assert item is not None, f"only {items!r} within {WAIT} s"
-        items.append(item)
-    return items
 
 
 #: Enough publishes to push an event out of a history of 50, or of 10, on

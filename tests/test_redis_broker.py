@@ -32,20 +32,12 @@ from live_wsgi.testing import SSEParser
 
 from .realserver import Response, Server, gunicorn, send_request
 from .redisserver import RedisServer
-from .support import WAIT, wait
+from .support import WAIT, drain, wait
 
 pytestmark = pytest.mark.timeout(60)
 
 READER = "live_wsgi-broker-reader"
 
-
-def drain(sub: Any, n: int) -> list[Any]:
-    items = []
-    for _ in range(n):
-        item = sub.get(WAIT)
-        assert item is not None, f"only {items!r} within {WAIT} s"
-        items.append(item)
-    return items
 
 
 def admin(server: RedisServer) -> Any:
