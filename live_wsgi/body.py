@@ -205,3 +205,15 @@ class NoBody:
             signals.emit(signals.stream_closed, job.sender, **job.facts(),
                          bytes_sent=0, outcome="complete",
                          duration=time.monotonic() - job.started_at)
+
+
+class WholeBody(list[bytes]):
+    """A body that was complete when the server thread got it: a list of its
+    bytes, as a plain app returns. Nothing is left to drain, probe or
+    cut, so ``close()`` has nothing to do (it is there for code that calls
+    it on any body)."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        pass

@@ -1,12 +1,13 @@
 """The bounded body queue between the producer (W) and the server thread (S).
 
-design: one lock, as in CPython's ``queue.py``, but no ``Condition`` on
-the hot path: the one reader (the server thread) sleeps on a raw lock that a
-writer releases only when the reader is known to wait, and writers blocked
-on a full queue wait on a ``Condition`` made the first time one must. A
-channel is built per request, and every Condition or Event costs several
-objects. Any number of producer threads may ``put`` (an app can write from
-helper threads); one consumer, the server thread, ``take``\\s. The end of
+design: one lock, as in CPython's ``queue.py``, but no ``Condition``: the
+one reader (the server thread) and each writer blocked on a full queue
+sleep on a ``Doorbell``, a raw lock released only when its sleeper is known
+to wait. A channel is built per request, and every Condition or Event costs
+several objects; a fast producer to a client of big chunks blocks once per
+chunk, where a Condition's Python bookkeeping would be paid twice. Any
+number of producer threads may ``put`` (an app can write from helper
+threads); one consumer, the server thread, ``take``\\s. The end of
 the body travels through the queue as a private sentinel (``EOF`` for a
 complete body, ``CUT`` for one that must end without its final chunk), so
 an empty chunk can never be mistaken for the end. ``abort`` is different:
@@ -110,40 +111,42 @@ class Channel:
         bound.
     """
 
+    # Defaults on the class: a channel is built per request, and most of
+    # them never change most of these (set on the instance when they do).
+    # The writers' and the reader's Doorbells and the Event are made the
+    # first time anybody needs them: a short request needs none.
+    # The bells of the writers blocked on a full queue (each rung once, by
+    # take, end, discard or abort); made when the first writer must wait.
+    _writer_bells: list[Doorbell] | None = None
+    # The reader's wake-up, rung under _lock; made when the reader first sleeps.
+    _reader: Doorbell | None = None
+    # How many times the reader took: a blocked writer's deadline restarts
+    # when this moves (the client made progress).
+    _takes = 0
+    _writers_waiting = 0
+    _ended = False
+    _discard = False
+    # After abort(): the exception class and message writers get.
+    _abort_error: tuple[type[LiveError], str] | None = None
+    _interrupted: threading.Event | None = None
+    # Called (once each) when the stream is interrupted: things a producer
+    # may sleep on besides Stream.wait (a broker subscription).
+    _wakers: list[Callable[[], object]] | None = None
+    #: Set by interrupt(): the middleware is shutting down.
+    shutting_down = False
+    #: The exact body length the response declared, or None.
+    limit: int | None = None
+    #: Bytes accepted by ``put`` (discarded ones too, and those of writers
+    #: still blocked): exact with any number of writer threads, counted
+    #: under the lock.
+    accepted = 0
+    # Bytes actually queued (or discarded): what the client will get.
+    _queued = 0
+
     def __init__(self, maxsize: int | None) -> None:
-        # Cheap to make: a channel is built per request, and a Condition or
-        # an Event costs several objects. Only raw locks here; the writers'
-        # Condition and the Event are made the first time anybody needs them.
         self._lock = threading.Lock()
-        # The reader's wake-up, rung under _lock.
-        self._reader = Doorbell()
-        # Waited on by writers while the queue is full; notified by take()
-        # (room was made) and by end(), discard() and abort(). Made on first use.
-        self._writable: threading.Condition | None = None
         self._items: deque[bytes | _Marker] = deque()
         self._maxsize = maxsize or 0
-        # How many times the reader took: a blocked writer's deadline
-        # restarts when this moves (the client made progress).
-        self._takes = 0
-        self._writers_waiting = 0
-        self._ended = False
-        self._discard = False
-        # After abort(): the exception class and message writers get.
-        self._abort_error: tuple[type[LiveError], str] | None = None
-        self._interrupted: threading.Event | None = None
-        # Called (once each) when the stream is interrupted: things a
-        # producer may sleep on besides Stream.wait (a broker subscription).
-        self._wakers: list[Callable[[], object]] | None = None
-        #: Set by interrupt(): the middleware is shutting down.
-        self.shutting_down = False
-        #: The exact body length the response declared, or None.
-        self.limit: int | None = None
-        #: Bytes accepted by ``put`` (discarded ones too, and those of
-        #: writers still blocked): exact with any number of writer threads,
-        #: counted under the lock.
-        self.accepted = 0
-        # Bytes actually queued (or discarded): what the client will get.
-        self._queued = 0
 
     @property
     def interrupted(self) -> threading.Event:
@@ -180,7 +183,9 @@ class Channel:
 
     def _wake_reader(self) -> None:
         # With the lock held.
-        self._reader.ring()
+        reader = self._reader
+        if reader is not None:
+            reader.ring()
 
     # -- producer side -----------------------------------------------------
 
@@ -235,14 +240,48 @@ class Channel:
             if self._discard:
                 return
             items.append(data)
-            self._reader.ring()
+            reader = self._reader
+            if reader is not None:
+                reader.ring()
+
+    def put_whole(self, parts: list[bytes], size: int) -> bool:
+        """Queue a whole body and its end (``EOF``) in one step, never blocking.
+
+        ``parts`` are non-empty ``bytes`` of ``size`` bytes in all: the body
+        an app returned whole. Returns False, having done nothing, when they
+        must go one ``put`` at a time instead: more parts than the queue has
+        room for, or a size that does not match ``limit`` (so the error is
+        the one a write or ``finish`` raises).
+
+        :raises StreamClosed: after ``end``.
+        :raises LiveError: after an abort, the abort's error.
+        """
+        with self._lock:
+            if self._abort_error is not None:
+                raise self._make_abort_error()
+            if self._ended:
+                raise StreamClosed("write() after the stream was closed")
+            if self.limit is not None and size != self.limit:
+                return False
+            items = self._items
+            if self._maxsize and len(items) + len(parts) > self._maxsize:
+                return False
+            self.accepted += size
+            self._queued += size
+            if not self._discard:
+                items.extend(parts)
+            self._end_locked(EOF)
+            return True
 
     def _wait_writable(self, timeout: float | None) -> None:
         # Called with the lock held and the queue full; returns with room,
-        # or raises.
-        writable = self._writable
-        if writable is None:
-            writable = self._writable = threading.Condition(self._lock)
+        # or raises. A writer sleeps on a Doorbell of its own, not on a
+        # Condition: with a fast producer and a big-chunk client this wait
+        # happens once per chunk, and a Condition costs several times more.
+        bells = self._writer_bells
+        if bells is None:
+            bells = self._writer_bells = []
+        bell = Doorbell()
         self._writers_waiting += 1
         try:
             takes = self._takes
@@ -254,21 +293,23 @@ class Channel:
                     raise StreamClosed("write() after the stream was closed")
                 if self._discard or len(self._items) < self._maxsize:
                     return
-                if deadline is None:
-                    writable.wait()
-                    continue
-                if self._takes != takes:  # the client read: a new deadline
-                    takes = self._takes
-                    deadline = time.monotonic() + timeout  # type: ignore[operator]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._abort_locked(
-                        WriteTimeout,
-                        f"the client read nothing for {timeout:g} s "
-                        "(write_timeout); the stream is aborted",
-                    )
-                    continue
-                writable.wait(remaining)
+                remaining = None
+                if deadline is not None:
+                    if self._takes != takes:  # the client read: a new deadline
+                        takes = self._takes
+                        deadline = time.monotonic() + timeout  # type: ignore[operator]
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._abort_locked(
+                            WriteTimeout,
+                            f"the client read nothing for {timeout:g} s "
+                            "(write_timeout); the stream is aborted",
+                        )
+                        continue
+                bells.append(bell)
+                bell.sleep(self._lock, remaining)
+                if bell in bells:  # timed out: nobody rang (and took it out)
+                    bells.remove(bell)
         finally:
             self._writers_waiting -= 1
 
@@ -291,6 +332,8 @@ class Channel:
 
         Returns False when the body had ended or been aborted already.
         """
+        if self._ended:  # never set back: no lock needed to see it
+            return False
         with self._lock:
             return self._end_locked(marker)
 
@@ -315,9 +358,12 @@ class Channel:
                 self._notify_writers()
 
     def _notify_writers(self) -> None:
-        # With the lock held, when _writers_waiting (so _writable exists).
-        assert self._writable is not None
-        self._writable.notify_all()
+        # With the lock held, when _writers_waiting (so _writer_bells exists).
+        bells = self._writer_bells
+        assert bells is not None
+        for bell in bells:
+            bell.ring()
+        bells.clear()
 
     # -- either side -------------------------------------------------------
 
@@ -381,6 +427,20 @@ class Channel:
 
     # -- consumer side -----------------------------------------------------
 
+    def take_whole(self) -> list[bytes] | None:
+        """Everything queued, if that is the whole rest of a complete body
+        (it ends with ``EOF``), taken at once: what the server thread returns
+        instead of a body to drain. None (nothing taken) otherwise."""
+        with self._lock:
+            items = self._items
+            if not items or items[-1] is not EOF or self._abort_error is not None:
+                return None
+            items.pop()
+            parts: list[bytes] = list(items)  # type: ignore[arg-type]
+            items.clear()
+            self._takes += 1
+            return parts
+
     def take(self, timeout: float | None) -> Item:
         """The next body bytes, ``EOF``, ``CUT``, or None when ``timeout`` ran out.
 
@@ -395,7 +455,10 @@ class Channel:
                     return CUT
                 if timeout is not None and timeout <= 0:
                     return None
-                self._reader.sleep(self._lock, timeout)
+                reader = self._reader
+                if reader is None:
+                    reader = self._reader = Doorbell()
+                reader.sleep(self._lock, timeout)
                 if not items:
                     return CUT if self._abort_error is not None else None
             first = items.popleft()

@@ -25,7 +25,7 @@ name given to ``share_local``). The worker sees its default instead.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeVar
 
@@ -112,7 +112,7 @@ class Snapshot:
     def __init__(
         self,
         context: Context,
-        local_values: list[tuple[threading.local, dict[str, Any]]],
+        local_values: Sequence[tuple[threading.local, dict[str, Any]]],
     ) -> None:
         self._context = context
         self._locals = local_values
@@ -130,6 +130,8 @@ class Snapshot:
                         if var not in excluded]  # fmt: skip
                 context = Context()
                 context.run(_set_all, kept)
+        if not _shared_locals:
+            return cls(context, ())
         local_values: list[tuple[threading.local, dict[str, Any]]] = []
         if _shared_locals:
             with _registry_lock:
@@ -147,6 +149,8 @@ class Snapshot:
         Afterwards the thread keeps nothing: the Context was this job's own,
         and every registered local is put back as this thread had it.
         """
+        if not self._locals:
+            return self._context.run(fn, *args)
         restore = []
         for obj, values in self._locals:
             mine = obj.__dict__

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import signals
-from .channel import COALESCE_LIMIT, CUT, Channel
+from .channel import CUT, Channel
 from .errors import (
     ClientDisconnected,
     CommitTimeout,
@@ -80,6 +80,24 @@ class Job:
     :param reporter: ``on_error(environ, exc)`` for errors after the commit.
     """
 
+    # Defaults on the class: a job is built per request, and these change
+    # for few of them (set on the instance when they do).
+    _latch_open = False
+    # True while W writes a small body it already holds whole (a list): S is
+    # woken once that body has ended, not at its first byte, so the request
+    # costs one wake-up of S instead of two (see _produce).
+    _defer_wake = False
+    state = QUEUED
+    #: When W started the app (for commit_timeout).
+    running_since = 0.0
+    #: The exception that ended the app before the commit, for S to raise.
+    error: BaseException | None = None
+    _started_response = False
+    _abandoned = False
+    #: The server's file wrapper the app returned, handed back to the server
+    #: by S (SPEC 2.3: sendfile stays).
+    passthrough: Iterable[bytes] | None = None
+
     def __init__(
         self,
         app: WSGIApplication,
@@ -92,49 +110,33 @@ class Job:
         on_done: Callable[[Job], object],
         reporter: ErrorReporter | None = None,
     ) -> None:
+        self.started_at = time.monotonic()
         self.sender = sender
         self.app = app
         self.environ = environ
         self.options = options
         self.snapshot = snapshot
-        self.channel = Channel(options.queue_size)
+        self.channel = channel = Channel(options.queue_size)
         # The stream's on_error callbacks: this job runs them (only W does).
         self.error_callbacks: list[Callable[[BaseException], object]] = []
-        self.response = LiveResponse(
+        self.response = environ["live_wsgi.response"] = LiveResponse(
             environ,
-            self.channel,
+            channel,
             self._on_commit,
             write_timeout=options.write_timeout,
             default_content_type=default_content_type,
             error_callbacks=self.error_callbacks,
+            heartbeat=options.heartbeat,
+            middleware=sender,
         )
-        self.response.middleware = sender
-        self.response.heartbeat = options.heartbeat
-        environ["live_wsgi.response"] = self.response
         self._on_done = on_done
         self._reporter = reporter
         self.ticket = Ticket(self)
         self._lock = threading.Lock()
         # The commit latch: held until W leaves RUNNING (commit or failure)
         # or the job is cancelled, then released once. S waits on it.
-        self._latch = threading.Lock()
-        self._latch.acquire()
-        self._latch_open = False
-        # True while W writes a small body it already holds whole (a list):
-        # S is woken once that body has ended, not at its first byte, so
-        # the request costs one wake-up of S instead of two (see _produce).
-        self._defer_wake = False
-        self.state = QUEUED
-        #: When W started the app (for commit_timeout).
-        self.running_since = 0.0
-        #: The exception that ended the app before the commit, for S to raise.
-        self.error: BaseException | None = None
-        self._started_response = False
-        self._abandoned = False
-        #: The server's file wrapper the app returned, handed back to the
-        #: server by S (SPEC 2.3: sendfile stays).
-        self.passthrough: Iterable[bytes] | None = None
-        self.started_at = time.monotonic()
+        self._latch = latch = threading.Lock()
+        latch.acquire()
 
     def __repr__(self) -> str:
         return f"<Job {self.environ.get('PATH_INFO', '')!r} {self.state}>"
@@ -290,13 +292,16 @@ class Job:
             self.snapshot.run(self._run_in_context)
         finally:
             # W's last duties, whatever happened above: S released, the body
-            # ended, the links cut, the books left.
+            # ended, the links cut, the books left. (Each is a cheap no-op
+            # when the run already did it.)
             try:
-                self._release_if_running(
-                    RuntimeError("live_wsgi: the job ended without committing")
-                )
+                if self.state == RUNNING:  # only W leaves RUNNING but for a timeout
+                    self._release_if_running(
+                        RuntimeError("live_wsgi: the job ended without committing")
+                    )
                 self.channel.end(CUT)  # a no-op unless the body was left open
-                self._wake_server()
+                if not self._latch_open:
+                    self._wake_server()
             finally:
                 self.error_callbacks.clear()  # only W runs them, and W is done
                 self.response.detach()
@@ -315,11 +320,10 @@ class Job:
             try:
                 if signals.stream_started.receivers:
                     signals.emit(signals.stream_started, self.sender, **self.facts())
-                if self.options.setup is not None:
-                    self.options.setup(self.environ)
+                setup = self.options.setup
+                if setup is not None:
+                    setup(self.environ)
                 error = self._produce()
-                if error is None:
-                    self.response.stream.close()
             except BaseException as exc:
                 error = exc
             if error is not None:
@@ -328,36 +332,45 @@ class Job:
             # The body has ended (a no-op unless _handle_error itself broke):
             # do not make S wait for teardown.
             self.channel.end(CUT)
-            self._wake_server()
+            if not self._latch_open:
+                self._wake_server()
             teardown = self.options.teardown
             if teardown is not None:
                 _call_logged("the teardown hook", teardown, self.environ, error)
             error = None  # no traceback cycles through this frame
 
     def _produce(self) -> BaseException | None:
-        """Run the app and stream what it returns; close its iterable once."""
+        """Run the app, stream what it returns, close its iterable once, end
+        the body; return what was raised."""
         error: BaseException | None = None
         iterable: Iterable[bytes] | None = None
+        body: Iterable[bytes] | None = None
         try:
-            iterable = self.app(self.environ, self._start_response)
+            iterable = body = self.app(self.environ, self._start_response)
             response = self.response
             if not response.committed:
-                iterable = self._whole(iterable)
-            if iterable is not None:
+                body = self._whole(iterable)
+            if body is not None:
                 write = response.stream.write
-                for item in iterable:
+                for item in body:
                     write(item)
         except BaseException as exc:
             error = exc
-        close = getattr(iterable, "close", None)
-        if close is not None:
+        if self.passthrough is None:  # else the server closes it
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except BaseException as exc:
+                    if error is None:
+                        error = exc
+                    else:
+                        log.exception("live_wsgi: closing the app's iterable failed")
+        if error is None and body is not None:
             try:
-                close()
+                self.response.end_body()
             except BaseException as exc:
-                if error is None:
-                    error = exc
-                else:
-                    log.exception("live_wsgi: closing the app's iterable failed")
+                error = exc
         try:
             return error
         finally:
@@ -368,11 +381,15 @@ class Job:
         """Before any write, the app returned ``iterable``: is it the whole
         response? A list (or tuple), a ``wsgi.file_wrapper``, an iterable of a
         declared length: then it leaves exactly as the app made it (SPEC 2.3).
-        Returns what W still iterates; None when the server takes it over."""
+        Returns what W still iterates; None when the body is done (queued
+        whole, or the server takes it over)."""
         response = self.response
+        kind = type(iterable)
+        if kind is list or kind is tuple:
+            response.whole = True
+            return self._whole_body(iterable)  # type: ignore[arg-type]
         if isinstance(iterable, (list, tuple)):
             response.whole = True
-            self._whole_body(iterable)
             return iterable
         wrapper = self.environ.get("wsgi.file_wrapper")
         if isinstance(wrapper, type) and isinstance(iterable, wrapper):
@@ -389,15 +406,27 @@ class Job:
             response.whole = True  # a declared length, or no body at all
         return iterable
 
-    def _whole_body(self, body: list[Any] | tuple[Any, ...]) -> None:
-        """The app returned its whole body as a list, before any write."""
-        size = _byte_size(body)
-        if size is None:
-            return
-        if len(body) <= 16 and size <= COALESCE_LIMIT:
-            # The queue takes it whole without blocking: wake S once the body
-            # has ended, not at its first byte (one wake-up of S, not two).
-            self._defer_wake = len(body) <= (self.options.queue_size or len(body))
+    def _whole_body(self, body: list[Any] | tuple[Any, ...]) -> Iterable[bytes] | None:
+        """The app returned its whole body as a list, before any write: commit
+        and queue it with its end in one step, waking S once (not at the
+        commit and again for the bytes). Returns what is left to write one by
+        one (all of it) when it cannot go in one step."""
+        parts = []
+        size = 0
+        for item in body:
+            if type(item) is not bytes:
+                return body  # let write() convert or refuse it
+            if item:
+                parts.append(item)
+                size += len(item)
+        self._defer_wake = True
+        try:
+            self.response.commit()
+            done = self.channel.put_whole(parts, size)
+        finally:
+            self._defer_wake = False
+            self._wake_server()
+        return None if done else body
 
     def _start_response(
         self,
@@ -437,7 +466,7 @@ class Job:
                 )
             log.debug("live_wsgi: start_response(%r) after the commit: only the "
                       "body follows, headers %r are not sent", status, headers)
-            return response.stream.write
+            return self._write
         if not isinstance(headers, list):
             raise TypeError(
                 f"start_response() headers must be a list, not {type(headers).__name__}"
@@ -445,7 +474,11 @@ class Job:
         response.status = status  # checked by the setter
         response._add_headers(headers)
         self._started_response = True
-        return response.stream.write
+        return self._write
+
+    def _write(self, data: bytes) -> int:
+        """The ``write`` callable ``start_response`` returns (PEP 3333)."""
+        return self.response.stream.write(data)
 
     def _on_commit(self, response: LiveResponse) -> None:
         # Called by response.commit() on W, with the response's commit lock held.
@@ -526,13 +559,3 @@ def _call_logged(what: str, fn: Callable[..., object], *args: Any) -> None:
         fn(*args)
     except BaseException:
         log.exception("live_wsgi: %s failed", what)
-
-
-def _byte_size(body: list[Any] | tuple[Any, ...]) -> int | None:
-    """The total size of a list of bytes; None if anything else is in it."""
-    size = 0
-    for item in body:
-        if type(item) is not bytes:
-            return None
-        size += len(item)
-    return size

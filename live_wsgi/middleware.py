@@ -30,7 +30,8 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
 from . import signals
-from .body import LiveBody, NoBody
+from .body import OPENING, LiveBody, NoBody, WholeBody
+from .channel import COALESCE_LIMIT
 from .context import ExcludedKeys, Snapshot
 from .errors import ClientDisconnected
 from .job import CANCELLED, COMMITTED, FAILED, Job
@@ -48,6 +49,8 @@ from .pool import LivePool
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .response import LiveResponse
 
 __all__ = ["ROUTE_OPTIONS", "LiveMiddleware", "instances"]
 
@@ -179,6 +182,7 @@ class LiveMiddleware:
         # Waited on by wait_idle() and shutdown(); notified by _job_done()
         # when the last job ends.
         self._idle = threading.Condition(self._jobs_lock)
+        self._idle_waiters = 0  # notify only when somebody waits (a notify costs)
         self._closing = False
         self._warned_single_thread = False
         instances.add(self)
@@ -263,6 +267,13 @@ class LiveMiddleware:
                 start_response(response.status, response.wsgi_headers())
                 if job.passthrough is not None:
                     return job.passthrough  # the server's own file wrapper
+                if not signals.stream_closed.receivers:
+                    whole = job.channel.take_whole()
+                    if whole is not None:
+                        # The producer is done and its body all queued: hand
+                        # it over as it is, with nothing left to drain,
+                        # probe or close (a short request's common case).
+                        return self._whole_body(response, whole)
                 if response.bodiless:
                     return NoBody(job)
                 return LiveBody(job, response.heartbeat, self.probe_interval)
@@ -291,6 +302,19 @@ class LiveMiddleware:
                 future.cancel()
             return self._unavailable(environ, start_response)
         return self._gateway_timeout(start_response)
+
+    @staticmethod
+    def _whole_body(response: LiveResponse, parts: list[bytes]) -> WholeBody:
+        """A complete body, as the list the server writes (one part if small)."""
+        if response.event_stream and response.content_length is None and not response.whole:
+            parts.insert(0, OPENING)  # as LiveBody would open it
+        if len(parts) > 1:
+            size = 0
+            for part in parts:
+                size += len(part)
+            if size <= COALESCE_LIMIT:
+                return WholeBody((b"".join(parts),))
+        return WholeBody(parts)
 
     def _unavailable(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -336,7 +360,7 @@ class LiveMiddleware:
     def _job_done(self, job: Job) -> None:
         with self._jobs_lock:
             self._jobs.discard(job)
-            if not self._jobs:
+            if self._idle_waiters and not self._jobs:
                 self._idle.notify_all()
 
     @property
@@ -357,7 +381,11 @@ class LiveMiddleware:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._idle.wait(remaining)
+                self._idle_waiters += 1
+                try:
+                    self._idle.wait(remaining)
+                finally:
+                    self._idle_waiters -= 1
             return True
 
     def shutdown(self, grace: float = 0.0, *, timeout: float = 5.0) -> bool:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.datastructures import Headers
 from werkzeug.http import HTTP_STATUS_CODES, is_hop_by_hop_header
 
-from .errors import HeadersAlreadySent, StreamClosed
+from .channel import CUT
+from .errors import ContentLengthError, HeadersAlreadySent, StreamClosed
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -61,7 +62,11 @@ def normalize_status(status: object) -> str:
     ``"404"`` and ``404`` become ``"404 Not Found"``; CR, LF and other
     control characters are refused, so a status can never inject a header.
     """
-    if isinstance(status, int) and not isinstance(status, bool):
+    if type(status) is str:
+        known = _CHECKED_STATUS.get(status)
+        if known is not None:
+            return known
+    elif isinstance(status, int) and not isinstance(status, bool):
         return _status_line(status)
     if not isinstance(status, str):
         raise TypeError(
@@ -81,6 +86,8 @@ def normalize_status(status: object) -> str:
         raise ValueError(
             f"invalid status line {status!r}: the reason phrase must be latin-1"
         ) from None
+    if type(status) is str:
+        _remember(_CHECKED_STATUS, status, status)
     return status
 
 
@@ -96,7 +103,11 @@ def check_header(name: object, value: object) -> tuple[str, str]:
     The name must be an RFC 9110 token; the value must be latin-1 without
     control characters (no CR, LF or NUL: no header injection).
     """
-    if not isinstance(name, str) or not isinstance(value, str):
+    if type(name) is str and type(value) is str:
+        header = (name, value)
+        if header in _CHECKED_HEADERS:
+            return header
+    elif not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(
             f"header names and values must be str, got {name!r}: {value!r}"
         )
@@ -114,7 +125,25 @@ def check_header(name: object, value: object) -> tuple[str, str]:
             f"invalid value for header {name!r}: WSGI header values must be "
             "latin-1; encode other text (RFC 8187) first"
         ) from None
+    if type(name) is str and type(value) is str:
+        _remember(_CHECKED_HEADERS, (name, value), True)
     return name, value
+
+
+#: Status lines and headers that passed the checks, so the same ones (most
+#: responses repeat a few) cost a dict lookup the next time. Only exact
+#: ``str`` is remembered (a subclass could compare equal and encode
+#: otherwise); each is emptied when it reaches ``_CHECKED_MAX`` entries, so
+#: varying values (cookies, ETags) cannot grow it.
+_CHECKED_STATUS: dict[str, str] = {}
+_CHECKED_HEADERS: dict[tuple[str, str], bool] = {}
+_CHECKED_MAX = 2048
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CHECKED_MAX:
+        cache.clear()
+    cache[key] = value
 
 
 def _guard(method_name: str) -> Callable[..., Any]:
@@ -156,6 +185,28 @@ class LiveResponse:
     body must match it exactly.
     """
 
+    # Defaults on the class: a response is built per request, and most of
+    # these stay as they are (set on the instance when they change).
+    # Headers live in a plain list until somebody asks for ``headers`` (a
+    # plain WSGI app never does: its start_response fills the list), then in
+    # a Werkzeug Headers object made from it.
+    _headers: ResponseHeaders | None = None
+    _wsgi_headers: list[tuple[str, str]] = []  # never mutated: replaced at the commit
+    _status = "200 OK"
+    _content_length: int | None = None
+    _stream: Stream | None = None
+    #: True once status and headers were handed to the server thread.
+    committed = False
+    #: True when the committed response carries no body (HEAD, 1xx/204/304).
+    bodiless = False
+    #: True when the app handed its response back whole (a list, a file
+    #: wrapper, an iterable of a declared length) before any write: the
+    #: commit keeps status and headers exactly as the app made them
+    #: (SPEC 2.3); the defaults are for responses streamed live.
+    whole = False
+    #: True when the committed Content-Type is ``text/event-stream``.
+    event_stream = False
+
     def __init__(
         self,
         environ: WSGIEnvironment,
@@ -165,36 +216,37 @@ class LiveResponse:
         write_timeout: float | None,
         default_content_type: str,
         error_callbacks: list[Callable[[BaseException], object]],
+        heartbeat: float | None = None,
+        middleware: Any = None,
     ) -> None:
         self.environ = environ
         self._channel = channel
-        # Headers live in a plain list until somebody asks for ``headers``
-        # (a plain WSGI app never does: its start_response fills the list),
-        # then in a Werkzeug Headers object made from it.
-        self._headers: ResponseHeaders | None = None
         self._header_list: list[tuple[str, str]] = []
-        self._wsgi_headers: list[tuple[str, str]] = []
-        self._status = "200 OK"
-        self._content_length: int | None = None
         self._on_commit = on_commit
         self._commit_lock = threading.Lock()
         self._default_content_type = default_content_type
-        #: True once status and headers were handed to the server thread.
-        self.committed = False
-        #: True when the committed response carries no body (HEAD, 1xx/204/304).
-        self.bodiless = False
-        #: True when the app handed its response back whole (a list, a file
-        #: wrapper, an iterable of a declared length) before any write: the
-        #: commit keeps status and headers exactly as the app made them
-        #: (SPEC 2.3); the defaults are for responses streamed live.
-        self.whole = False
+        self._write_timeout = write_timeout
+        self._error_callbacks = error_callbacks
         #: Seconds of silence before a ``text/event-stream`` heartbeat; None
         #: for none. Defaults to the middleware's ``heartbeat``; set it
         #: before the commit to change it for this response.
-        self.heartbeat: float | None = None
+        self.heartbeat = heartbeat
         #: The LiveMiddleware serving this response (the signals' sender).
-        self.middleware: Any = None
-        self.stream = Stream(self, channel, write_timeout, error_callbacks)
+        self.middleware = middleware
+
+    @property
+    def stream(self) -> Stream:
+        """The producer's side of this response: ``write``, ``close``, ``wait``."""
+        stream = self._stream
+        if stream is None:
+            # Made on first use: a response the app returns whole needs none.
+            with self._commit_lock:
+                stream = self._stream
+                if stream is None:
+                    stream = self._stream = Stream(
+                        self, self._channel, self._write_timeout, self._error_callbacks
+                    )
+        return stream
 
     def __repr__(self) -> str:
         state = "committed" if self.committed else "pending"
@@ -224,7 +276,10 @@ class LiveResponse:
                 raise TypeError(
                     f"start_response() headers must be (name, value) tuples, not {header!r}"
                 )
-            if fast and type(header[0]) is str and type(header[1]) is str:
+            # Exact types only in the plain list: _keep_headers looks its
+            # tuples up in the cache of checked headers.
+            if fast and type(header) is tuple and type(header[0]) is str \
+                    and type(header[1]) is str:
                 self._header_list.append(header)
             else:  # let Werkzeug convert or refuse it, as response.headers would
                 fast = False
@@ -237,10 +292,7 @@ class LiveResponse:
         """The Content-Length header set so far (before the commit), as an int."""
         for name, value in self._pending_headers():
             if name.lower() == "content-length":
-                try:
-                    return int(value)
-                except (TypeError, ValueError):
-                    return None
+                return _int_or_none(value)
         return None
 
     def header(self, name: str, default: str = "") -> str:
@@ -316,6 +368,31 @@ class LiveResponse:
                 self._channel.limit = self._content_length
             self._on_commit(self)
 
+    def end_body(self) -> None:
+        """End the body (``stream.close()``): commit first if nothing was
+        written. Never blocks.
+
+        :raises ContentLengthError: the response declared a length that the
+            body did not reach; the client sees an incomplete body.
+        """
+        channel = self._channel
+        try:
+            if not self.committed:
+                self.commit()  # also after a disconnect: S waits for it
+        except BaseException:
+            # Could not commit (bad headers, commit timeout): the body can
+            # never start; end the queue so nothing waits on it.
+            channel.end(CUT)
+            raise
+        short = channel.finish()
+        if short:  # only the first closer learns it
+            limit = channel.limit
+            assert limit is not None
+            raise ContentLengthError(
+                f"the body ended after {limit - short} of its declared "
+                f"{limit} bytes (Content-Length); the client sees it incomplete"
+            )
+
     def _finalize_headers(self) -> None:
         # One pass over a plain list: this runs for every live request, and
         # Werkzeug's Headers makes each lookup of a missing name cost an
@@ -338,6 +415,7 @@ class LiveResponse:
                 has_accel = True
             elif lower == "content-type":
                 has_type = True
+                self.event_stream = _is_event_stream(value)
             final.append((name, value))
         if not has_cache_control:
             final.append(("Cache-Control", "no-cache"))
@@ -348,6 +426,7 @@ class LiveResponse:
                 final.append(("Content-Length", str(self._content_length)))
             if not has_type:
                 final.append(("Content-Type", self._default_content_type))
+                self.event_stream = _is_event_stream(self._default_content_type)
         self._store_headers(final)
 
     def _store_headers(self, final: list[tuple[str, str]]) -> None:
@@ -362,10 +441,25 @@ class LiveResponse:
     def _keep_headers(self) -> None:
         """A whole response: its headers as the app made them (checked, so
         nothing can inject a header), its declared length enforced."""
-        final = [check_header(name, value) for name, value in self._pending_headers()]
+        final = []
+        declared: int | None = None
+        has_length = False
+        checked = _CHECKED_HEADERS
+        for header in self._pending_headers():
+            if header not in checked:  # exact (str, str) tuples, see _add_headers
+                header = check_header(*header)
+            final.append(header)
+            name, value = header
+            lower = name.lower()
+            if lower == "content-length":
+                if not has_length:
+                    has_length = True
+                    declared = _int_or_none(value)
+            elif lower == "content-type":
+                self.event_stream = _is_event_stream(value)
         if self._content_length is None:
-            self._content_length = self.declared_length()
-        elif self.declared_length() is None:
+            self._content_length = declared
+        elif not has_length:
             final.append(("Content-Length", str(self._content_length)))
         self._store_headers(final)
 
@@ -399,6 +493,17 @@ class LiveResponse:
     def wsgi_headers(self) -> list[tuple[str, str]]:
         """The committed header list, as ``start_response`` wants it."""
         return list(self._wsgi_headers)
+
+
+def _is_event_stream(content_type: str) -> bool:
+    return content_type[:17].lower() == "text/event-stream"
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _request_over(response: LiveResponse) -> None:

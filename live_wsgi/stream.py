@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from .channel import CUT, Channel
-from .errors import ClientDisconnected, ContentLengthError, StreamClosed
+from .errors import ClientDisconnected, StreamClosed
 
 if TYPE_CHECKING:
     from .response import LiveResponse
@@ -125,26 +125,9 @@ class Stream:
         :raises ContentLengthError: the response declared a length that the
             body did not reach; the client sees an incomplete body.
         """
-        channel = self._channel
         response = self._response_ref()
-        if response is None:
-            return  # the request is over: its channel has ended already
-        try:
-            if not response.committed:
-                response.commit()  # also after a disconnect: S waits for it
-        except BaseException:
-            # Could not commit (bad headers, commit timeout): the body can
-            # never start; end the queue so nothing waits on it.
-            channel.end(CUT)
-            raise
-        short = channel.finish()
-        if short:  # only the first closer learns it
-            limit = channel.limit
-            assert limit is not None
-            raise ContentLengthError(
-                f"the body ended after {limit - short} of its declared "
-                f"{limit} bytes (Content-Length); the client sees it incomplete"
-            )
+        if response is not None:  # else the request is over: its body has ended
+            response.end_body()
 
     def abort(self) -> None:
         """Stop now: drop what is queued and cut the connection.

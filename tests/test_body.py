@@ -138,18 +138,38 @@ def test_event_stream_opens_before_its_first_event(live: Any) -> None:
 
 
 def test_opening_comment_is_its_own_first_chunk(live: Any) -> None:
-    """SPEC 7.1: the opening comment comes first and alone, whether or not an event was
-    already queued at the commit; the events follow byte for byte."""
+    """SPEC 7.1: the opening comment comes first and alone while the body streams,
+    whether or not an event was already queued at the commit; the events follow byte
+    for byte."""
+    gate = threading.Event()
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
         SSE(current_response().stream).write("hello")  # commits with the event queued
+        gate.wait(WAIT)  # still streaming when the server thread takes the body
         return []
 
     started = open_stream(live(app))
     body = chunks(started)
     assert next(body) == OPENING
+    gate.set()
     assert b"".join(body) == b"data: hello\n\n"
     started.close()
+
+
+def test_a_body_complete_at_the_commit_still_opens_with_the_comment(live: Any) -> None:
+    """SPEC 7.1: an event stream whose whole body was queued by the time the server
+    thread took it leaves as one chunk, the opening comment first."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        SSE(current_response().stream).write("hello")
+        return []
+
+    mw = live(app)
+    body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True},
+              lambda status, headers, exc_info=None: None)
+    assert mw.wait_idle(WAIT)
+    assert b"".join(body) == OPENING + b"data: hello\n\n"
+    body.close()  # type: ignore[attr-defined]
 
 
 def test_no_opening_comment_in_a_declared_length(live: Any) -> None:
@@ -339,10 +359,19 @@ def test_idle_producer_learns_of_disconnect_without_writes(live: Any) -> None:
 def test_next_on_a_finished_body_keeps_raising_stop_iteration(live: Any) -> None:
     """SPEC 3.4: next() on a live body that has ended raises StopIteration again,
     never blocks."""
-    mw = live(lambda environ, sr: [b"done"])
+    gate = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"do"
+        gate.wait(WAIT)  # still streaming when the server thread takes the body
+        yield b"ne"
+
+    mw = live(app)
     body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.multithread": True},
               lambda status, headers, exc_info=None: None)
-    assert list(body) == [b"done"]
+    gate.set()
+    assert b"".join(body) == b"done"
     for _ in range(3):
         with pytest.raises(StopIteration):
             next(body)  # type: ignore[call-overload]
@@ -353,9 +382,11 @@ def test_a_bodiless_response_closes_once(live: Any) -> None:
     """SPEC 2.5, 7.3: NoBody.close() is idempotent: stream_closed is sent once."""
     closed = []
     mw = live(lambda environ, sr: [b"ignored"])
-    body = mw({"REQUEST_METHOD": "HEAD", "PATH_INFO": "/", "wsgi.multithread": True},
-              lambda status, headers, exc_info=None: None)
+    # With a receiver, the server thread hands over a body that reports its close.
     with signals.stream_closed.connected_to(lambda sender, **facts: closed.append(facts)):
+        body = mw({"REQUEST_METHOD": "HEAD", "PATH_INFO": "/", "wsgi.multithread": True},
+                  lambda status, headers, exc_info=None: None)
+        assert list(body) == []
         body.close()  # type: ignore[attr-defined]
         body.close()  # type: ignore[attr-defined]
     assert len(closed) == 1
