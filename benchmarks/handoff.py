@@ -31,24 +31,27 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from queue import SimpleQueue
 from typing import Any
 
 from live_wsgi import LiveMiddleware
+from live_wsgi.pool import LivePool
 
 from .apps import plain_app
 
 REPS = 5
 
 
-class Inline(Executor):
-    """Runs each job in the caller: no thread, no hand-off."""
+class Inline(LivePool):
+    """``LivePool`` that runs each job in the caller: no thread, no hand-off
+    (and, as with the shipped pool, no ``Future``)."""
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def start(self, fn: Callable[[], object]) -> None:
+        fn()
 
 
 def _ignore(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import signals
-from .channel import EOF, SHUT
+from .channel import COALESCE_LIMIT, EOF, SHUT
 from .errors import ClientDisconnected, ResponseAborted
 from .probe import client_socket, disconnect_probe
 
@@ -217,3 +217,14 @@ class WholeBody(list[bytes]):
 
     def close(self) -> None:
         pass
+
+
+def whole_body(parts: list[bytes]) -> WholeBody:
+    """A complete body as the list the server writes: one part if small."""
+    if len(parts) > 1:
+        size = 0
+        for part in parts:
+            size += len(part)
+        if size <= COALESCE_LIMIT:
+            return WholeBody((b"".join(parts),))
+    return WholeBody(parts)

@@ -200,49 +200,46 @@ class Channel:
         :raises LiveError: after an abort, the abort's error (a
             ``WriteTimeout`` when ``timeout`` ran out with no progress).
         """
+        size = len(data)
         try:
-            self._put(data, timeout)
+            with self._lock:
+                if self._abort_error is not None:
+                    raise self._make_abort_error()
+                if self._ended:
+                    raise StreamClosed("write() after the stream was closed")
+                accepted = self.accepted + size
+                if self.limit is not None and accepted > self.limit:
+                    self._abort_locked(StreamClosed, "write() after the stream was aborted")
+                    raise ContentLengthError(
+                        f"the body is longer than its declared Content-Length {self.limit}: "
+                        f"{self.accepted} bytes were written and {size} more offered"
+                    )
+                # Counted before a wait, so concurrent writers see each other's
+                # bytes against the limit; given back if the write fails.
+                self.accepted = accepted
+                if not size or self._discard:
+                    self._queued += size
+                    return
+                items = self._items
+                if self._maxsize and len(items) >= self._maxsize:
+                    try:
+                        self._wait_writable(timeout)
+                    except BaseException:
+                        self.accepted -= size
+                        raise
+                self._queued += size
+                if self._discard:
+                    return
+                items.append(data)
+                reader = self._reader
+                if reader is not None:
+                    reader.ring()
         except LiveError:
             # This write aborted the channel (too long, write_timeout): wake
             # whatever else the producer's threads sleep on.
             if self._wakers and self._abort_error is not None:
                 self._run_wakers()
             raise
-
-    def _put(self, data: bytes, timeout: float | None) -> None:
-        size = len(data)
-        with self._lock:
-            if self._abort_error is not None:
-                raise self._make_abort_error()
-            if self._ended:
-                raise StreamClosed("write() after the stream was closed")
-            accepted = self.accepted + size
-            if self.limit is not None and accepted > self.limit:
-                self._abort_locked(StreamClosed, "write() after the stream was aborted")
-                raise ContentLengthError(
-                    f"the body is longer than its declared Content-Length {self.limit}: "
-                    f"{self.accepted} bytes were written and {size} more offered"
-                )
-            # Counted before a wait, so concurrent writers see each other's
-            # bytes against the limit; given back if the write fails.
-            self.accepted = accepted
-            if not size or self._discard:
-                self._queued += size
-                return
-            items = self._items
-            if self._maxsize and len(items) >= self._maxsize:
-                try:
-                    self._wait_writable(timeout)
-                except BaseException:
-                    self.accepted -= size
-                    raise
-            self._queued += size
-            if self._discard:
-                return
-            items.append(data)
-            reader = self._reader
-            if reader is not None:
-                reader.ring()
 
     def put_whole(self, parts: list[bytes], size: int) -> bool:
         """Queue a whole body and its end (``EOF``) in one step, never blocking.

@@ -41,6 +41,8 @@ from .probe import disconnect_probe
 from .response import LiveResponse, _current, no_body_status, normalize_status
 
 if TYPE_CHECKING:
+    from contextvars import Context
+
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
 
     from .context import Snapshot
@@ -103,13 +105,14 @@ class Job:
         app: WSGIApplication,
         environ: WSGIEnvironment,
         options: Options,
-        snapshot: Snapshot,
-        *,
+        snapshot: Snapshot | Context,
         sender: Any,
         default_content_type: str,
         on_done: Callable[[Job], object],
         reporter: ErrorReporter | None = None,
     ) -> None:
+        # (Positional parameters: a class call with keywords builds a dict,
+        # and this runs for every live request.)
         self.started_at = time.monotonic()
         self.sender = sender
         self.app = app
@@ -120,15 +123,9 @@ class Job:
         # The stream's on_error callbacks: this job runs them (only W does).
         self.error_callbacks: list[Callable[[BaseException], object]] = []
         self.response = environ["live_wsgi.response"] = LiveResponse(
-            environ,
-            channel,
-            self._on_commit,
-            write_timeout=options.write_timeout,
-            default_content_type=default_content_type,
-            error_callbacks=self.error_callbacks,
-            heartbeat=options.heartbeat,
-            middleware=sender,
-        )
+            environ, channel, self._on_commit, options.write_timeout,
+            default_content_type, self.error_callbacks, options.heartbeat, sender,
+        )  # fmt: skip
         self._on_done = on_done
         self._reporter = reporter
         self.ticket = Ticket(self)
@@ -351,9 +348,17 @@ class Job:
             if not response.committed:
                 body = self._whole(iterable)
             if body is not None:
-                write = response.stream.write
+                put = self.channel.put
+                timeout = self.options.write_timeout
                 for item in body:
-                    write(item)
+                    if type(item) is bytes and response._stream is None:
+                        # Straight to the channel, as stream.write would put it
+                        # (no Stream is made for an app that never asks for one).
+                        if not response.committed:
+                            response.commit()
+                        put(item, timeout)
+                    else:
+                        response.stream.write(item)
         except BaseException as exc:
             error = exc
         if self.passthrough is None:  # else the server closes it

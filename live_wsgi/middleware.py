@@ -30,9 +30,8 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
 from . import signals
-from .body import OPENING, LiveBody, NoBody, WholeBody
-from .channel import COALESCE_LIMIT
-from .context import ExcludedKeys, Snapshot
+from .body import OPENING, LiveBody, NoBody, whole_body
+from .context import ExcludedKeys, capture
 from .errors import ClientDisconnected
 from .job import CANCELLED, COMMITTED, FAILED, Job
 from .options import (
@@ -49,8 +48,6 @@ from .pool import LivePool
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from .response import LiveResponse
 
 __all__ = ["ROUTE_OPTIONS", "LiveMiddleware", "instances"]
 
@@ -229,9 +226,8 @@ class LiveMiddleware:
         if self._closing:  # the cheap check first; the atomic one below
             return self._unavailable(environ, start_response)
         job = Job(
-            self.app, environ, options, Snapshot.capture(options.exclusions),
-            sender=self, default_content_type=self.default_content_type,
-            on_done=self._job_done, reporter=self.on_error,
+            self.app, environ, options, capture(options.exclusions),
+            self, self.default_content_type, self._job_done, self.on_error,
         )
         with self._jobs_lock:  # atomic against shutdown(): seen by it, or refused
             closing = self._closing
@@ -273,7 +269,10 @@ class LiveMiddleware:
                         # The producer is done and its body all queued: hand
                         # it over as it is, with nothing left to drain,
                         # probe or close (a short request's common case).
-                        return self._whole_body(response, whole)
+                        if response.event_stream and not response.whole and \
+                                response.content_length is None:
+                            whole.insert(0, OPENING)  # as LiveBody would open it
+                        return whole_body(whole)
                 if response.bodiless:
                     return NoBody(job)
                 return LiveBody(job, response.heartbeat, self.probe_interval)
@@ -302,19 +301,6 @@ class LiveMiddleware:
                 future.cancel()
             return self._unavailable(environ, start_response)
         return self._gateway_timeout(start_response)
-
-    @staticmethod
-    def _whole_body(response: LiveResponse, parts: list[bytes]) -> WholeBody:
-        """A complete body, as the list the server writes (one part if small)."""
-        if response.event_stream and response.content_length is None and not response.whole:
-            parts.insert(0, OPENING)  # as LiveBody would open it
-        if len(parts) > 1:
-            size = 0
-            for part in parts:
-                size += len(part)
-            if size <= COALESCE_LIMIT:
-                return WholeBody((b"".join(parts),))
-        return WholeBody(parts)
 
     def _unavailable(
         self, environ: WSGIEnvironment, start_response: StartResponse

@@ -193,6 +193,7 @@ class LiveResponse:
     _headers: ResponseHeaders | None = None
     _wsgi_headers: list[tuple[str, str]] = []  # never mutated: replaced at the commit
     _status = "200 OK"
+    _code = 200
     _content_length: int | None = None
     _stream: Stream | None = None
     #: True once status and headers were handed to the server thread.
@@ -212,7 +213,6 @@ class LiveResponse:
         environ: WSGIEnvironment,
         channel: Channel,
         on_commit: Callable[[LiveResponse], None],
-        *,
         write_timeout: float | None,
         default_content_type: str,
         error_callbacks: list[Callable[[BaseException], object]],
@@ -319,11 +319,12 @@ class LiveResponse:
     @status.setter
     def status(self, value: str | int) -> None:
         self._check_pending("the status")
-        self._status = normalize_status(value)
+        self._status = status = normalize_status(value)
+        self._code = int(status[:3])
 
     @property
     def status_code(self) -> int:
-        return int(self._status[:3])
+        return self._code
 
     @status_code.setter
     def status_code(self, value: int) -> None:
@@ -331,6 +332,7 @@ class LiveResponse:
             raise TypeError(f"status_code must be an int, not {type(value).__name__}")
         self._check_pending("the status")
         self._status = _status_line(value)
+        self._code = value
 
     @property
     def content_length(self) -> int | None:
@@ -404,8 +406,11 @@ class LiveResponse:
         bodiless = no_body_status(code)
         final: list[tuple[str, str]] = []
         has_cache_control = has_accel = has_type = False
-        for name, value in self._pending_headers():
-            check_header(name, value)
+        checked = _CHECKED_HEADERS
+        for header in self._pending_headers():
+            if header not in checked:  # exact (str, str) tuples, see _add_headers
+                header = check_header(*header)
+            name, value = header
             lower = name.lower()
             if lower == "content-length" or is_hop_by_hop_header(lower):
                 continue  # the server's own, or set below if the length is known

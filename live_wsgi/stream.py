@@ -46,6 +46,7 @@ class Stream:
         #: (``write`` returns 0) instead of raising ``ClientDisconnected``,
         #: so the producer can finish its work.
         self.ignore_disconnect = False
+        self._committed = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -56,6 +57,12 @@ class Stream:
         """Bytes accepted by ``write`` (discarded writes of a bodiless response
         included); exact with any number of writer threads."""
         return self._channel.accepted
+
+    def _commit(self) -> None:
+        response = self._response
+        if not response.committed:
+            response.commit()
+        self._committed = True  # from now on, writes go straight to the channel
 
     @property
     def _response(self) -> LiveResponse:
@@ -92,9 +99,8 @@ class Stream:
                 "stream.write() takes bytes, bytearray, memoryview or str, "
                 f"not {type(data).__name__}"
             )
-        response = self._response
-        if not response.committed:
-            response.commit()
+        if not self._committed:
+            self._commit()
         try:
             self._channel.put(chunk, self._write_timeout)
         except ClientDisconnected:
