@@ -118,6 +118,7 @@ class Channel:
     # The bells of the writers blocked on a full queue (each rung once, by
     # take, end, discard or abort); made when the first writer must wait.
     _writer_bells: list[Doorbell] | None = None
+    _spare_bell: Doorbell | None = None
     # The reader's wake-up, rung under _lock; made when the reader first sleeps.
     _reader: Doorbell | None = None
     # How many times the reader took: a blocked writer's deadline restarts
@@ -278,7 +279,13 @@ class Channel:
         bells = self._writer_bells
         if bells is None:
             bells = self._writer_bells = []
-        bell = Doorbell()
+        # One bell is kept for the next wait: a producer ahead of its client
+        # waits once per write, and usually alone.
+        bell = self._spare_bell
+        if bell is None:
+            bell = Doorbell()
+        else:
+            self._spare_bell = None
         self._writers_waiting += 1
         try:
             takes = self._takes
@@ -309,6 +316,8 @@ class Channel:
                     bells.remove(bell)
         finally:
             self._writers_waiting -= 1
+            if bell not in bells:  # (an exception may leave it in: not reused then)
+                self._spare_bell = bell
 
     def finish(self) -> int | None:
         """End a body its producer completed: ``EOF``, or ``CUT`` when it is

@@ -52,7 +52,8 @@ class RedisServer:
     """One ``redis-server`` process: ``start()``, ``kill()``, ``restart()``, ``stop()``.
 
     :param directory: its working dir (RDB/AOF files, the log).
-    :param appendonly: persist every write to an AOF, so a restart keeps the data.
+    :param appendonly: persist every write to an AOF before replying, so a
+        restart keeps the data.
     """
 
     def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
@@ -92,6 +93,11 @@ class RedisServer:
             self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
             "--protected-mode", "yes", "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            # "always": the reply to a write waits for it to be in the AOF. With
+            # the default "everysec" a loaded machine may postpone the AOF write
+            # by up to 2 s (while an fsync runs), so a kill -9 right after a
+            # publish lost it and the restart test saw a Reset.
+            "--appendfsync", "always",
             "--dir", str(self.directory), "--logfile", "redis.log",
             "--daemonize", "no",
         ]
