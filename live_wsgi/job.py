@@ -406,7 +406,7 @@ class Job:
             self.channel.end()
             return None
         if response.declared_length() is not None or (
-            self.environ.get("REQUEST_METHOD") == "HEAD" or no_body_status(response.status_code)
+            self.environ.get("REQUEST_METHOD") == "HEAD" or no_body_status(response._code)
         ):
             response.whole = True  # a declared length, or no body at all
         return iterable
@@ -500,8 +500,9 @@ class Job:
             if response.bodiless:
                 self.channel.discard()
             self.state = COMMITTED
-            if not self._defer_wake:
-                self._open_latch()
+            if not self._defer_wake and not self._latch_open:
+                self._latch_open = True
+                self._latch.release()
         if signals.stream_committed.receivers:
             signals.emit(signals.stream_committed, self.sender, **self.facts(),
                          headers=response.wsgi_headers())

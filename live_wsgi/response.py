@@ -362,8 +362,8 @@ class LiveResponse:
             self.committed = True
             if self._headers is not None:
                 self._headers.frozen = True
-            code = self.status_code
-            self.bodiless = no_body_status(code) or self.environ.get(
+            code = self._code
+            self.bodiless = code < 200 or code == 204 or code == 304 or self.environ.get(
                 "REQUEST_METHOD"
             ) == "HEAD"
             if not self.bodiless:
@@ -402,26 +402,32 @@ class LiveResponse:
         if self.whole:
             self._keep_headers()
             return
-        code = self.status_code
-        bodiless = no_body_status(code)
+        code = self._code
+        bodiless = code < 200 or code == 204 or code == 304
         final: list[tuple[str, str]] = []
         has_cache_control = has_accel = has_type = False
         checked = _CHECKED_HEADERS
+        kinds = _HEADER_KINDS
         for header in self._pending_headers():
             if header not in checked:  # exact (str, str) tuples, see _add_headers
                 header = check_header(*header)
-            name, value = header
-            lower = name.lower()
-            if lower == "content-length" or is_hop_by_hop_header(lower):
+            name = header[0]
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _header_kind(name)
+            if kind is _KEEP:
+                final.append(header)
+            elif kind is _DROP:
                 continue  # the server's own, or set below if the length is known
-            if lower == "cache-control":
-                has_cache_control = True
-            elif lower == "x-accel-buffering":
-                has_accel = True
-            elif lower == "content-type":
-                has_type = True
-                self.event_stream = _is_event_stream(value)
-            final.append((name, value))
+            else:
+                final.append(header)
+                if kind is _CACHE_CONTROL:
+                    has_cache_control = True
+                elif kind is _ACCEL:
+                    has_accel = True
+                else:
+                    has_type = True
+                    self.event_stream = _is_event_stream(header[1])
         if not has_cache_control:
             final.append(("Cache-Control", "no-cache"))
         if not has_accel:
@@ -498,6 +504,29 @@ class LiveResponse:
     def wsgi_headers(self) -> list[tuple[str, str]]:
         """The committed header list, as ``start_response`` wants it."""
         return list(self._wsgi_headers)
+
+
+# What _finalize_headers does with a header, by name: remembered per name
+# (an app sends the same few), so a name is lowered and classified once.
+_KEEP = "keep"
+_DROP = "drop"  # Content-Length (set from content_length) and hop-by-hop headers
+_CACHE_CONTROL = "cache-control"
+_ACCEL = "x-accel-buffering"
+_TYPE = "content-type"
+_HEADER_KINDS: dict[str, str] = {}
+
+
+def _header_kind(name: str) -> str:
+    lower = name.lower()
+    if lower == "content-length" or is_hop_by_hop_header(lower):
+        kind = _DROP
+    elif lower in (_CACHE_CONTROL, _ACCEL, _TYPE):
+        kind = {_CACHE_CONTROL: _CACHE_CONTROL, _ACCEL: _ACCEL, _TYPE: _TYPE}[lower]
+    else:
+        kind = _KEEP
+    if type(name) is str:
+        _remember(_HEADER_KINDS, name, kind)
+    return kind
 
 
 def _is_event_stream(content_type: str) -> bool:
