@@ -127,6 +127,8 @@ class Channel:
     _writers_waiting = 0
     _ended = False
     _discard = False
+    # False once the channel ended, was aborted or discards: put's fast path.
+    _open = True
     # After abort(): the exception class and message writers get.
     _abort_error: tuple[type[LiveError], str] | None = None
     _interrupted: threading.Event | None = None
@@ -204,6 +206,19 @@ class Channel:
         size = len(data)
         try:
             with self._lock:
+                if self._open and size:  # the common case first: room, nothing to check
+                    accepted = self.accepted + size
+                    limit = self.limit
+                    if (limit is None or accepted <= limit) and not (
+                        self._maxsize and len(self._items) >= self._maxsize
+                    ):
+                        self.accepted = accepted
+                        self._queued += size
+                        self._items.append(data)
+                        reader = self._reader
+                        if reader is not None and reader._sleeping:
+                            reader.ring()
+                        return
                 if self._abort_error is not None:
                     raise self._make_abort_error()
                 if self._ended:
@@ -233,7 +248,7 @@ class Channel:
                     return
                 items.append(data)
                 reader = self._reader
-                if reader is not None:
+                if reader is not None and reader._sleeping:
                     reader.ring()
         except LiveError:
             # This write aborted the channel (too long, write_timeout): wake
@@ -347,6 +362,7 @@ class Channel:
         if self._ended or self._abort_error is not None:
             return False
         self._ended = True
+        self._open = False
         self._items.append(marker)
         self._wake_reader()
         # Writers blocked on a full queue must not wait for room that the
@@ -359,6 +375,7 @@ class Channel:
         """From now on drop every write: the response has no body."""
         with self._lock:
             self._discard = True
+            self._open = False
             self._items.clear()
             if self._writers_waiting:
                 self._notify_writers()
@@ -388,6 +405,7 @@ class Channel:
         if self._abort_error is not None:
             return False
         self._abort_error = (error, message)
+        self._open = False
         self._items.clear()
         self._wake_reader()
         if self._writers_waiting:
