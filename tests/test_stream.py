@@ -144,8 +144,12 @@ def test_backpressure_counts_writes_not_bytes() -> None:
 
 
 def test_a_write_blocks_only_while_the_queue_is_full() -> None:
-    """SPEC 3.2: one take makes room for a blocked writer at once: a client
-    that reads slowly is never cut as if it read nothing."""
+    """SPEC 3.2: a write blocks only while the queue is full, where the writes S
+    took and has not all handed to the server yet still count: S takes the four
+    queued writes at once and hands them over one by one; the blocked writer gets
+    its room when the last of them is handed over (the producer refills while it
+    is sent), not one wake-up per chunk, and never a write more than queue_size
+    ahead of the server."""
     channel = Channel(4)
     for _ in range(4):
         channel.put(BIG, timeout=0)
@@ -162,12 +166,63 @@ def test_a_write_blocks_only_while_the_queue_is_full() -> None:
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        assert channel.take(WAIT) == BIG  # one write taken: room for one
+        for _ in range(3):
+            assert channel.take(WAIT) == BIG
+            # Released only with the batch's last chunk: nothing rang the writer.
+            assert not written.is_set()
+            assert len(channel._items) + channel._held == 4
+        assert channel.take(WAIT) == BIG  # the last of the batch: room for one
         wait(written, "the blocked writer to get its room")
+        assert channel.take(WAIT) == b"next"
     finally:
         channel.abort(StreamClosed, "test over")
         thread.join(WAIT)
     assert failed == []
+
+
+def test_a_client_reading_a_batch_slowly_is_never_cut() -> None:
+    """SPEC 3.2: every chunk S hands over from a batch is progress: a writer with a
+    1 s write_timeout, blocked behind three queued writes that S hands over 0.6 s
+    apart (1.2 s in all), gets its room and is not cut."""
+    channel = Channel(3)
+    for _ in range(3):
+        channel.put(BIG, timeout=0)
+    outcome: list[object] = []
+    finished = threading.Event()
+
+    def writer() -> None:
+        try:
+            channel.put(BIG, timeout=1.0)
+            outcome.append("written")
+        except BaseException as exc:
+            outcome.append(exc)
+        finished.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    slow_client = threading.Event()  # never set: a paced wait, not a hope
+    try:
+        assert channel.take(0) == BIG
+        for _ in range(2):
+            slow_client.wait(0.6)
+            assert channel.take(0) == BIG
+        wait(finished, "the writer")
+        assert channel.take(0) == BIG
+    finally:
+        channel.abort(StreamClosed, "test over")
+        thread.join(WAIT)
+    assert outcome == ["written"]
+
+
+def test_a_batch_is_dropped_by_an_abort() -> None:
+    """SPEC 4.1: after an abort nothing more is handed over, not even the rest of a
+    batch S had taken."""
+    channel = Channel(4)
+    for _ in range(3):
+        channel.put(BIG, timeout=0)
+    assert channel.take(0) == BIG
+    channel.abort(ClientDisconnected, "gone")
+    assert channel.take(0) is CUT
 
 
 def test_write_timeout_restarts_whenever_the_client_reads() -> None:
