@@ -240,12 +240,11 @@ class LiveResponse:
         stream = self._stream
         if stream is None:
             # Made on first use: a response the app returns whole needs none.
-            with self._commit_lock:
-                stream = self._stream
-                if stream is None:
-                    stream = self._stream = Stream(
-                        self, self._channel, self._write_timeout, self._error_callbacks
-                    )
+            # No lock (a stream_committed receiver may ask for it during the
+            # commit): two threads asking at once both get the one stored
+            # first, by setdefault's one step.
+            stream = Stream(self, self._channel, self._write_timeout, self._error_callbacks)
+            stream = self.__dict__.setdefault("_stream", stream)
         return stream
 
     def __repr__(self) -> str:

@@ -163,3 +163,24 @@ def test_refused_requests_are_signalled(live: Any, received: list[Any]) -> None:
                if name == "stream_refused" and sender is mw]
     assert refused == [("/a", "503", "busy"), ("/b", "retry", "busy"),
                        ("/c", "503", "shutdown")]
+
+
+def test_a_stream_committed_receiver_may_use_the_stream(live: Any) -> None:
+    """SPEC 7.3: a stream_committed receiver runs during the commit and may reach
+    the response's stream (made on first use) without a deadlock."""
+    seen: list[bool] = []
+
+    def receiver(sender: Any, **facts: Any) -> None:
+        seen.append(facts["environ"]["live_wsgi.response"].stream.closed)
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with signals.stream_committed.connected_to(receiver):
+        body = live(app)({"REQUEST_METHOD": "GET", "PATH_INFO": "/",
+                          "wsgi.multithread": True},
+                         lambda status, headers, exc_info=None: None)
+        assert b"".join(body) == b"ok"
+        body.close()  # type: ignore[attr-defined]
+    assert seen == [False]
