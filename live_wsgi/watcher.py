@@ -101,7 +101,7 @@ class Watcher:
     def watch(self, sock: _socket.socket, channel: Channel) -> Watch:
         """Abort ``channel`` once ``sock``'s peer hangs up, until ``unwatch``.
 
-        :raises OSError: ``sock`` is closed.
+        :raises OSError: ``sock`` is closed, or no thread can be started.
         """
         fd = sock.fileno()
         if fd < 0:
@@ -114,13 +114,20 @@ class Watcher:
                 self._epoll.modify(fd, EVENTS)
             self._watches[fd] = watch
             if not self._running:
+                try:
+                    self._start()
+                except RuntimeError as exc:  # can't start new thread: the body probes
+                    del self._watches[fd]
+                    self._epoll.unregister(fd)
+                    raise OSError(f"no watcher thread: {exc}") from exc
                 self._running = True
-                if self._gevent is None:
-                    threading.Thread(target=self._run, name="live_wsgi-watcher",
-                                     daemon=True).start()
-                else:
-                    self._gevent.spawn(self._run)
         return watch
+
+    def _start(self) -> None:
+        if self._gevent is None:
+            threading.Thread(target=self._run, name="live_wsgi-watcher", daemon=True).start()
+        else:
+            self._gevent.spawn(self._run)
 
     def unwatch(self, watch: Watch) -> None:
         with self._lock:

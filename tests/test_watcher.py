@@ -10,6 +10,7 @@ import queue
 import socket
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import live_wsgi.watcher
 from live_wsgi import SSE, current_response, signals
 from live_wsgi.body import HEARTBEAT, OPENING, LiveBody
 from live_wsgi.channel import Channel
@@ -264,6 +266,38 @@ def test_a_socket_closed_while_watched_leaves_the_watcher_working(live: Any) -> 
             if sock is not None:
                 sock.close()
     assert mw.wait_idle(WAIT)
+
+
+def test_without_a_watcher_thread_the_body_probes(
+    live: Any, monkeypatch: pytest.MonkeyPatch, idle_calls: Counter[int],
+) -> None:
+    """SPEC 4.2: when the watcher cannot start its thread (the process is out of
+    threads), an idle body probes its client itself and still sees it leave."""
+    the_watcher = watcher()
+    assert the_watcher is not None
+
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    # The watcher's own view of the threading module only: the pool still starts threads.
+    monkeypatch.setattr(live_wsgi.watcher, "threading",
+                        types.SimpleNamespace(Thread=Unstartable, Lock=threading.Lock))
+    seen = Recorder()
+    mw = live(idle_producer(seen), heartbeat=None, probe_interval=PROBE_INTERVAL)
+    server, client = tcp_pair()
+    try:
+        with Serving(mw, server) as response:
+            assert response.next_chunk() == b"id,value\n"
+            wait_until(lambda: sum(idle_calls.values()) >= 3, "the body to probe")
+            assert not the_watcher._watches
+            client.close()
+            assert response.next_chunk() is None
+    finally:
+        server.close()
+        client.close()
+    assert mw.wait_idle(WAIT)
+    assert seen[""] == (True, False)
 
 
 def test_the_watcher_keeps_no_request_alive() -> None:
