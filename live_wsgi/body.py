@@ -13,11 +13,16 @@ gave up on it), so the producer's next write raises ``ClientDisconnected``.
 A ``text/event-stream`` body opens with an SSE comment line, so the server
 sends the head at the commit, not with the first event.
 
-While the producer is silent the server thread still wakes every ``tick``:
-for ``text/event-stream`` it sends a heartbeat comment after ``heartbeat``
-seconds of silence, and where the server exposes the client socket (or
-waitress's disconnect check) it probes it without writing, so a client that
-left is noticed within about ``probe_interval`` even when nothing is sent.
+While the producer is silent, a client that left must still be noticed
+within about ``probe_interval`` (SPEC 4.2). The first time a body's wait for
+the producer runs out (after ``probe_interval``, or the heartbeat if that
+comes first) it hands the client's socket to the process's watcher
+(``live_wsgi.watcher``), which aborts the channel the moment the client
+hangs up; from then on the server thread wakes only to send a heartbeat
+comment after ``heartbeat`` seconds of silence (``text/event-stream``), or
+not at all. Where there is no watcher (waitress gives only a disconnect
+check; no ``epoll``) the server thread probes every ``probe_interval``
+instead. Nothing of this is made for a body that never waits: most end first.
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ from typing import TYPE_CHECKING
 from . import signals
 from .channel import COALESCE_LIMIT, EOF, SHUT
 from .errors import ClientDisconnected, ResponseAborted
-from .probe import client_socket, disconnect_probe
+from .probe import client_socket, disconnect_probe, raw_client_socket
+from .watcher import watcher
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .job import Job
+    from .watcher import Watch
 
 #: What a heartbeat sends: an SSE comment line, ignored by every client.
 HEARTBEAT = b": heartbeat\n"
@@ -55,7 +64,8 @@ class LiveBody:
     """
 
     __slots__ = ("_closed", "_finished", "_heartbeat", "_job", "_last", "_opening",
-                 "_outcome", "_probe", "_silent", "_take", "_tick", "bytes_sent")  # fmt: skip
+                 "_outcome", "_probe", "_probe_interval", "_silent", "_take", "_tick",
+                 "_waited", "_watch", "bytes_sent")  # fmt: skip
 
     def __init__(
         self,
@@ -73,9 +83,17 @@ class LiveBody:
         # a length the app declared, nor one the app returned whole.
         self._opening = event_stream and response.content_length is None and not response.whole
         self._heartbeat = heartbeat
-        self._probe = disconnect_probe(job.environ) if probe_interval else None
-        ticks = [t for t in (heartbeat, probe_interval if self._probe else None) if t]
-        self._tick = min(ticks) if ticks else None
+        self._probe_interval = probe_interval
+        # How long a take() waits for the producer. At first until the first
+        # look at the client (made only then: most bodies never wait that
+        # long) or the first heartbeat; then see _idle().
+        if probe_interval and not (heartbeat and heartbeat < probe_interval):
+            self._tick: float | None = probe_interval
+        else:
+            self._tick = heartbeat or None
+        self._waited = False
+        self._probe: Callable[[], bool] | None = None
+        self._watch: Watch | None = None
         self._silent = 0.0
         self._last = b"\n"
         self._finished = False
@@ -112,25 +130,61 @@ class LiveBody:
             if item is EOF or (item is SHUT and not self._job.response.is_download):
                 raise StopIteration
             if self._outcome == "complete":
-                self._outcome = "cut"
+                if self._watch is not None and self._watch.hung_up:
+                    # The watcher saw the client leave and aborted: tell it
+                    # here, on the server thread, as a probe would have.
+                    self._outcome = "disconnected"
+                    self._emit_disconnected()
+                else:
+                    self._outcome = "cut"
             self._cut()
 
     def _idle(self) -> bytes | None:
-        """Every ``tick`` of silence: probe the client, maybe send a heartbeat."""
+        """A wait for the producer ran out: look at the client, maybe send a heartbeat."""
         assert self._tick is not None
         self._silent += self._tick
+        if not self._waited:
+            self._waited = True
+            self._watch_client()
         if self._probe is not None and self._probe():
             self._outcome = "disconnected"
             self._job.channel.abort(ClientDisconnected, "the client disconnected")
             self._emit_disconnected()
             return None  # the next take() sees the abort and ends the body
         heartbeat = self._heartbeat
+        beat = None
         if heartbeat is not None and self._silent >= heartbeat and self._last.endswith(b"\n"):
             # Only between lines: a comment inside a half-written line would
             # corrupt the event the producer is writing.
             self._silent = 0.0
-            return HEARTBEAT
-        return None
+            beat = HEARTBEAT
+        if self._probe is None:
+            # Nothing to ask on the server thread: wake only when a heartbeat
+            # is due (another period if it could not be sent mid-line).
+            if heartbeat is None:
+                self._tick = None
+            elif self._silent < heartbeat:
+                self._tick = heartbeat - self._silent
+            else:
+                self._tick = heartbeat
+        return beat
+
+    def _watch_client(self) -> None:
+        """The body waits for the first time: have the watcher tell when the
+        client leaves, or else probe it every ``probe_interval`` from here."""
+        if not self._probe_interval:
+            return
+        environ = self._job.environ
+        raw = raw_client_socket(environ)
+        if raw is not None:
+            watching = watcher()
+            if watching is not None:
+                try:
+                    self._watch = watching.watch(raw, self._job.channel)
+                    return
+                except OSError:
+                    pass  # closed under us: the probe says so
+        self._probe = disconnect_probe(environ)
 
     def _emit_disconnected(self) -> None:
         job = self._job
@@ -162,14 +216,24 @@ class LiveBody:
             return
         self._closed = True
         job = self._job
-        if not self._finished:
-            self._outcome = "disconnected"
-            if job.channel.abort(ClientDisconnected, "the client disconnected"):
-                self._emit_disconnected()
-        if signals.stream_closed.receivers:
-            signals.emit(signals.stream_closed, job.sender, **job.facts(),
-                         bytes_sent=self.bytes_sent, outcome=self._outcome,
-                         duration=time.monotonic() - job.started_at)
+        watch = self._watch
+        try:
+            if not self._finished:
+                self._outcome = "disconnected"
+                aborted = job.channel.abort(ClientDisconnected, "the client disconnected")
+                # Or the watcher aborted, and the server, failing to write
+                # to the gone client, closes without another next().
+                if aborted or (watch is not None and watch.hung_up):
+                    self._emit_disconnected()
+            if signals.stream_closed.receivers:
+                signals.emit(signals.stream_closed, job.sender, **job.facts(),
+                             bytes_sent=self.bytes_sent, outcome=self._outcome,
+                             duration=time.monotonic() - job.started_at)
+        finally:
+            if watch is not None:
+                # Before the server closes the socket (it calls close() first).
+                self._watch = None
+                watch.cancel()
 
 
 class NoBody:

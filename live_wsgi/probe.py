@@ -4,9 +4,11 @@ A live body that is idle (a producer waiting for news) and a request whose
 app has not committed yet send nothing, so a client that left would go
 unnoticed until the next write. Where the server exposes the client socket
 (``gunicorn.socket``, ``werkzeug.socket``) or a disconnect check
-(``waitress.client_disconnected``), the server thread asks it every
-``probe_interval`` instead (SPEC 4.2). The probe asks the kernel, never
-reads through TLS, and never yields to gevent's hub.
+(``waitress.client_disconnected``), it is asked instead (SPEC 4.2): an idle
+body hands the raw socket to the process's watcher (``live_wsgi.watcher``),
+and where that cannot be done the server thread calls the probe made here
+every ``probe_interval``. The probe asks the kernel, never reads through
+TLS, and never yields to gevent's hub.
 """
 
 from __future__ import annotations
@@ -34,23 +36,36 @@ def client_socket(environ: dict[str, object]) -> socket.socket | None:
     return None
 
 
+def raw_client_socket(environ: dict[str, Any]) -> _socket.socket | None:
+    """The OS socket under the client's socket (below TLS and gevent), or None.
+
+    None too where the server gives a disconnect check of its own (waitress),
+    which knows better than its socket.
+    """
+    if callable(environ.get("waitress.client_disconnected")):
+        return None
+    sock = client_socket(environ)
+    if sock is None:
+        return None
+    # gevent's socket wraps the real one in ``_sock``: probe that one, with
+    # the OS's own calls, so the probe never yields to gevent's hub. An
+    # SSLSocket is an OS socket itself (TLS is done in user space).
+    raw = getattr(sock, "_sock", sock)
+    return raw if isinstance(raw, _socket.socket) else None
+
+
 def disconnect_probe(environ: dict[str, Any]) -> Callable[[], bool] | None:
     """A check that tells, without writing or consuming a byte, whether the client has left."""
     check = environ.get("waitress.client_disconnected")
     if callable(check):
         return check  # type: ignore[no-any-return]
-    sock = client_socket(environ)
-    if sock is None:
+    raw = raw_client_socket(environ)
+    if raw is None:
         return None
-    # gevent's socket wraps the real one in ``_sock``: probe that one, with
-    # the OS's own poll/select, so the probe never yields to gevent's hub.
-    raw = getattr(sock, "_sock", sock)
-    if not isinstance(raw, _socket.socket):
-        return None
-    poll = _unpatched("poll")
+    poll = unpatched("poll")
     if poll is not None:
         return functools.partial(_poll_probe, raw, poll)
-    return functools.partial(_select_probe, raw, _unpatched("select"))
+    return functools.partial(_select_probe, raw, unpatched("select"))
 
 
 #: Where the OS reports it (Linux), POLLRDHUP: the client shut its side down
@@ -61,7 +76,7 @@ _POLLRDHUP: int = getattr(select, "POLLRDHUP", 0)
 _PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
 
 
-def _unpatched(name: str) -> Any:
+def unpatched(name: str) -> Any:
     """``select.<name>`` as the OS provides it, also under gevent's monkey-patching."""
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None:

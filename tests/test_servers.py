@@ -109,13 +109,13 @@ def tls_server(tmp_path_factory: Any) -> Iterator[Server]:
 
 def test_tls_client_with_unread_bytes_keeps_its_stream(tls_server: Server) -> None:
     """SPEC 4.2: over TLS, bytes the client sent ahead (unread by the server) do not make
-    the probe call it gone: the stream goes on; its close then reaches the producer."""
+    the watcher call it gone: the stream goes on; its close then reaches the producer."""
     k = key()
     response = tls_server.get(f"/idle-sse?key={k}")
     response.read_until(b"data: hello\n\n")
     response.sock.sendall(b"GET /next HTTP/1.1\r\n")  # a TLS record the server leaves unread
-    # The server thread probes the socket before every heartbeat (live_app: every 0.5 s):
-    # these heartbeats come after probes that saw the unread record.
+    # The body hands its socket to the watcher at its first idle wait, before its first
+    # heartbeat (live_app: every 0.5 s): these are sent while the record waits unread.
     for _ in range(3):
         assert response.next_chunk() == HEARTBEAT
     response.close()
