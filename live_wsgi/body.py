@@ -76,7 +76,7 @@ class LiveBody:
         self._job = job
         self._take = job.channel.take
         response = job.response
-        event_stream = response.header("Content-Type").lower().startswith("text/event-stream")
+        event_stream = response.event_stream
         if not event_stream:
             heartbeat = None
         # At the start of the body, so at a line boundary; never in a body of
