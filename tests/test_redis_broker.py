@@ -258,13 +258,15 @@ def test_shutdown_wakes_everything_and_leaves_no_connection(
     subs = [broker.subscribe(f"c{n}") for n in range(5)]
     stream = testing.open_stream(broker.sse_app("c0", heartbeat=None), "/")
     ended = threading.Barrier(len(subs) + 1, timeout=WAIT)
-    got: list[list[Any]] = []
+    got: list[list[Any]] = [[] for _ in subs]
 
-    def reader(sub: Any) -> None:
-        got.append([item.data for item in sub])
+    def reader(sub: Any, box: list[Any]) -> None:
+        for item in sub:
+            box.append(item.data)
         ended.wait()
 
-    threads = [threading.Thread(target=reader, args=(sub,)) for sub in subs]
+    threads = [threading.Thread(target=reader, args=(sub, box))
+               for sub, box in zip(subs, got, strict=True)]
     for thread in threads:
         thread.start()
     try:
@@ -272,6 +274,8 @@ def test_shutdown_wakes_everything_and_leaves_no_connection(
             broker.publish(f"c{n}", "x")
         assert [e.data for e in stream.read_events(1, WAIT)] == ["x"]
         until(lambda: reader_blocked(client), "reader blocked in XREAD")
+        # Each subscriber has its event (shutdown drops what is still queued).
+        until(lambda: got == [["x"]] * 5, "every subscriber's event")
         assert len(client.client_list()) > baseline
         start = time.monotonic()
         broker.shutdown()
