@@ -195,7 +195,11 @@ def hold_many(
             if before < expected <= counts[sock]:
                 done += 1
             if not data:
+                # The server ended the response and the connection: close at
+                # once, as browsers do. gunicorn's gthread lingers on its main
+                # thread until the client closes too, accepting nobody else.
                 selector.unregister(sock)
+                sock.close()
     selector.close()
     return [([counts[sock] for sock in socks], socks) for socks in held]
 

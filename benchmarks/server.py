@@ -73,9 +73,10 @@ def serving(commands: Sequence[tuple[Callable[[int], list[str]], dict[str, str] 
 
 
 def gunicorn_command(app: str, *args: str) -> Callable[[int], list[str]]:
-    """The command of one gunicorn worker serving ``app`` on an inherited socket."""
+    """The command of one gunicorn worker serving ``app`` on an inherited socket.
+    No control socket: the servers of a set would share its one default path."""
     return lambda fd: [
-        sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}",
+        sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--no-control-socket",
         "--workers", "1", "--log-level", "warning", *args, app,
     ]  # fmt: skip
 
