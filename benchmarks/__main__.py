@@ -159,9 +159,14 @@ TARGETS = [
            unit="%"),
     Target("m7_freed", "M7 hang-ups let go (probe interval)", 1.0, at_most=True,
            absolute=True, unit=" s"),
-    Target("m8_delivered", "M8 event delivered to all (1=yes)", 1.0, absolute=True, unit=""),
-    Target("m8_left", "M8 streams held after hang-up", 0.0, at_most=True, absolute=True,
+    Target("m8_delivered", "M8 delivered to all, fan-out (1=yes)", 1.0, absolute=True,
            unit=""),
+    Target("m8_left", "M8 held after hang-up, fan-out", 0.0, at_most=True, absolute=True,
+           unit=""),
+    Target("m8_delivered_producer", "M8 delivered to all, producer", 1.0, absolute=True,
+           unit=""),
+    Target("m8_left_producer", "M8 held after hang-up, producer", 0.0, at_most=True,
+           absolute=True, unit=""),
     Target("m9", "M9 CSV export rows/s", 0.95),
 ]
 
@@ -370,27 +375,30 @@ def gevent_scale(settings: Settings) -> list[Row]:
     streams = settings.m8_streams
     log(f"M8: {streams:,} idle streams on one gevent worker per route, one publish")
     results = scale.scale(list(scale.ROUTES), streams, log)
-    rows = []
-    # Live's two routes each against the same plain and naive streams.
-    for route, suffix in (("live", "fan-out"), ("producer", "producer")):
-        def row(key: str, label: str, unit: str, value: Callable[[scale.Scale], float],
-                higher_is_better: bool = False, route: str = route) -> Row:
-            made = Row(key, label, unit, higher_is_better)
-            made.values = {"plain": value(results["plain"]), "naive": value(results["naive"]),
-                           "live": value(results[route])}
-            return made
 
-        tag = "" if route == "live" else "_producer"
+    def row(key: str, label: str, unit: str, value: Callable[[scale.Scale], float], route: str,
+            higher_is_better: bool = False) -> Row:
+        made = Row(key, label, unit, higher_is_better)
+        made.values = {"plain": value(results["plain"]), "naive": value(results["naive"]),
+                       "live": value(results[route])}
+        return made
+
+    rows = []
+    # Live's two routes, each against the same plain and naive streams.
+    for route, suffix, tag in (("live", "fan-out", ""), ("producer", "producer", "_producer")):
         rows += [
             row(f"m8_rss{tag}", f"M8 RSS/stream KB, {suffix}", "KB",
-                lambda r: r.rss_per_stream / 1000),
-            row(f"m8_p50{tag}", f"M8 delivery p50 ms, {suffix}", "ms", lambda r: r.p50 * 1000),
-            row(f"m8_p99{tag}", f"M8 delivery p99 ms, {suffix}", "ms", lambda r: r.p99 * 1000),
+                lambda r: r.rss_per_stream / 1000, route),
+            row(f"m8_p50{tag}", f"M8 delivery p50 ms, {suffix}", "ms", lambda r: r.p50 * 1000,
+                route),
+            row(f"m8_p99{tag}", f"M8 delivery p99 ms, {suffix}", "ms", lambda r: r.p99 * 1000,
+                route),
             row(f"m8_delivered{tag}", f"M8 all delivered, {suffix}", "",
-                lambda r: float(r.all_delivered), higher_is_better=True),
-            row(f"m8_left{tag}", f"M8 held after hang-up, {suffix}", "", lambda r: r.left),
+                lambda r: float(r.all_delivered), route, higher_is_better=True),
+            row(f"m8_left{tag}", f"M8 held after hang-up, {suffix}", "", lambda r: r.left,
+                route),
             row(f"m8_kept{tag}", f"M8 RSS kept KB/stream, {suffix}", "KB",
-                lambda r: r.rss_kept_per_stream / 1000),
+                lambda r: r.rss_kept_per_stream / 1000, route),
         ]
     return rows
 
