@@ -96,7 +96,7 @@ wrk:
 	    echo "installing Debian's wrk for the benchmarks"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
-# The whole suite (about 6 minutes here; under 20); bench-quick: under 2.
+# The whole suite (about 13 minutes here; under 20); bench-quick: under 2 (about 105 s).
 # The broadcast figures on the in-process broker and on a redis-server the
 # benchmark starts itself (on a free loopback port, stopped by its PID).
 BENCH_BROKERS := --broker memory:// --broker redis-server

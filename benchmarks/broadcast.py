@@ -73,8 +73,8 @@ class Settings:
 # B2 holds as many streams as M5, for as long, so M5's plain figure can stand in.
 FULL = Settings(b1_seconds=5, b2_streams=1000, b2_events=30, b3_channels=200, b3_subscribers=1,
                 b3_seconds=5, b3_rate=1000)
-QUICK = Settings(b1_seconds=1, b2_streams=200, b2_events=5, b3_channels=200, b3_subscribers=1,
-                 b3_seconds=2, b3_rate=1000)
+QUICK = Settings(b1_seconds=1, b2_streams=200, b2_events=3, b3_channels=200, b3_subscribers=1,
+                 b3_seconds=1, b3_rate=1000)
 #: About what the demo's chat publishes.
 PAYLOAD = {"name": "ann", "text": "x" * 64, "time": "12:00:00"}
 #: B2's targets, against the plain generator stream.

@@ -151,20 +151,35 @@ def hold(
     """Hold ``streams`` SSE responses open until each has ``expected`` events
     or ``seconds`` pass: (events each received, the sockets, still open for
     the caller to measure the server and then close)."""
+    return hold_many([(port, path)], streams, expected, seconds)[0]
+
+
+def hold_many(
+    targets: list[tuple[int, str]], streams: int, expected: int, seconds: float,
+) -> list[tuple[list[int], list[socket.socket]]]:
+    """``hold`` on several servers at once: ``streams`` responses of each
+    ``(port, path)``, opened server after server, then read together until
+    every one has ``expected`` events or ``seconds`` pass. Per target: (events
+    each received, its sockets, still open)."""
     selector = selectors.DefaultSelector()
     counts: dict[socket.socket, int] = {}
     tails: dict[socket.socket, bytes] = {}
-    payload = f"GET {path} HTTP/1.1\r\nHost: b\r\nAccept: text/event-stream\r\n\r\n".encode()
-    for _ in range(streams):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.sendall(payload)
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-        counts[sock] = 0
-        tails[sock] = b""
+    held: list[list[socket.socket]] = []
+    for port, path in targets:
+        payload = f"GET {path} HTTP/1.1\r\nHost: b\r\nAccept: text/event-stream\r\n\r\n".encode()
+        socks = []
+        for _ in range(streams):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(payload)
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            counts[sock] = 0
+            tails[sock] = b""
+            socks.append(sock)
+        held.append(socks)
     deadline = time.monotonic() + seconds
     done = 0
-    while done < streams and time.monotonic() < deadline:
+    while done < len(counts) and time.monotonic() < deadline:
         for key, _ in selector.select(timeout=1):
             sock = key.fileobj  # type: ignore[assignment]
             try:
@@ -180,9 +195,13 @@ def hold(
             if before < expected <= counts[sock]:
                 done += 1
             if not data:
+                # The server ended the response and the connection: close at
+                # once, as browsers do. gunicorn's gthread lingers on its main
+                # thread until the client closes too, accepting nobody else.
                 selector.unregister(sock)
+                sock.close()
     selector.close()
-    return list(counts.values()), list(counts)
+    return [([counts[sock] for sock in socks], socks) for socks in held]
 
 
 def get_text(port: int, path: str) -> str:

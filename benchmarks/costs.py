@@ -14,18 +14,10 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 from . import client
 from .apps import APPS
-from .server import context_switches, gunicorn, worker_pid
-
-TICKS = 100  # /proc/PID/stat clock ticks per second (Linux USER_HZ)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+from .server import context_switches, cpu_seconds, gunicorn, worker_pid
 
 
 def measure(name: str, load: Callable[[int], int]) -> tuple[float, float]:

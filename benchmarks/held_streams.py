@@ -6,7 +6,8 @@
 Starts a fresh gunicorn for the app, opens N streams from this (client)
 process that each receive one event per ``--interval`` seconds, checks every
 event arrives, reads the worker's RSS and thread count while they are held,
-then hangs up. Bounded: every phase has a deadline. (That hanging up frees
+then hangs up. ``held_together`` holds them on several apps' servers in one
+window (``make bench``'s M5). Bounded: every phase has a deadline. (That hanging up frees
 every stream is asserted by the test suite, not measured here.)
 """
 
@@ -18,8 +19,8 @@ import time
 from dataclasses import dataclass
 
 from .apps import APPS
-from .client import hold
-from .server import gunicorn, proc_status, worker_pid
+from .client import hold_many
+from .server import gunicorns, proc_status, worker_pid
 
 
 @dataclass
@@ -54,26 +55,39 @@ def raise_fd_limit(streams: int) -> None:
 def held_streams(
     app: str, streams: int, events: int, interval: float = 1.0, worker: str = "gthread",
 ) -> Held:
-    raise_fd_limit(streams)
-    with gunicorn(APPS[app], *server_args(worker, streams)) as (proc, port):
-        pid = worker_pid(proc.pid)
-        baseline = proc_status(pid)
+    return held_together([app], streams, events, interval, worker)[app]
+
+
+def held_together(
+    apps: list[str], streams: int, events: int, interval: float = 1.0, worker: str = "gthread",
+) -> dict[str, Held]:
+    """``streams`` streams on each app's own server, all held in one window (the
+    same stretch of the machine's noise for every app, in the time of one)."""
+    raise_fd_limit(streams * len(apps))
+    with gunicorns([APPS[app] for app in apps], *server_args(worker, streams)) as served:
+        pids = [worker_pid(proc.pid) for proc, _ in served]
+        baselines = [proc_status(pid) for pid in pids]
         started = time.monotonic()
-        counts, socks = hold(port, f"/held?events={events}&interval={interval:g}",
-                             streams, events, 60 + events * interval)
+        path = f"/held?events={events}&interval={interval:g}"
+        results = hold_many([(port, path) for _, port in served], streams, events,
+                            60 + events * interval)
         try:
-            held = proc_status(pid)
+            held = [proc_status(pid) for pid in pids]
             seconds = time.monotonic() - started
         finally:
-            for sock in socks:
-                sock.close()
-    return Held(
-        app=app, worker=worker, streams=streams, events=events,
-        delivered=sum(1 for n in counts if n >= events),
-        rss_per_stream=(held["VmRSS"] - baseline["VmRSS"]) * 1024 / streams,
-        threads_per_stream=(held["Threads"] - baseline["Threads"]) / streams,
-        seconds=seconds,
-    )
+            for _, socks in results:
+                for sock in socks:
+                    sock.close()
+    return {
+        app: Held(
+            app=app, worker=worker, streams=streams, events=events,
+            delivered=sum(1 for n in counts if n >= events),
+            rss_per_stream=(after["VmRSS"] - before["VmRSS"]) * 1024 / streams,
+            threads_per_stream=(after["Threads"] - before["Threads"]) / streams,
+            seconds=seconds,
+        )
+        for app, (counts, _), before, after in zip(apps, results, baselines, held, strict=True)
+    }
 
 
 def main() -> None:

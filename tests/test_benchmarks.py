@@ -7,7 +7,9 @@ server (its ceiling) correctly.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.test import Client
 
-from benchmarks import apps, broadcast, client, handoff, publisher
+from benchmarks import apps, broadcast, client, handoff, idle_streams, publisher, scale
+from benchmarks.naive import NaiveMiddleware
 from benchmarks.publisher import PREFIX_ENV
 from benchmarks.rawserver import frame
 from benchmarks.server import rawserver
@@ -30,7 +33,7 @@ from .support import WAIT
 pytestmark = pytest.mark.timeout(60)
 
 PATHS = ["/chunks/64/50", "/chunks/65536/3?fresh=1", "/short", "/short-direct", "/sse",
-         "/held?events=2&interval=0.01"]
+         "/held?events=2&interval=0.01", "/idle?seconds=0", "/export/50"]
 
 
 @pytest.fixture
@@ -39,18 +42,21 @@ def bench_apps() -> Iterator[dict[str, Any]]:
         "plain": apps.plain_app,
         "flask": apps.flask_app,
         "live": apps.live_app,
+        "naive": apps.naive_app,
         "flask+live": apps.flask_live_app,
     }
     assert list(made) == list(apps.APPS)
     yield made
     # The module-level middlewares own pools: end them so no thread outlives us.
     apps.live_app.shutdown(timeout=5)
+    apps.naive_app.shutdown()
     apps.flask_live_app.extensions["live_wsgi"].shutdown()
 
 
 def test_every_app_sends_the_same_body(bench_apps: dict[str, Any]) -> None:
-    """The four apps of the table answer every benchmark path with the same bytes (a live
-    event stream's opening comment aside: 2 bytes, one chunk)."""
+    """SPEC 1.2: the five apps of the table (the naive peer among them) answer every
+    benchmark path with the same bytes (a live event stream's opening comment aside:
+    2 bytes, one chunk), the CSV export included."""
     for path in PATHS:
         bodies = {}
         for name, app in bench_apps.items():
@@ -63,7 +69,94 @@ def test_every_app_sends_the_same_body(bench_apps: dict[str, Any]) -> None:
             bodies[name] = body
             response.close()
         assert len(set(bodies.values())) == 1, (path, {k: len(v) for k, v in bodies.items()})
-    assert bodies["plain"] == b"data: 0\n\ndata: 1\n\n"
+        if path.startswith("/export/"):
+            lines = bodies["plain"].decode().splitlines()
+            assert lines[0] == "id,name,price,date"
+            assert lines[1] == "0,customer 0,0.0,2024-01-01"
+            assert len(lines) == 51
+        if path == "/idle?seconds=0":
+            assert bodies["plain"] == b"data: 0\n\n"
+    assert bodies["plain"] != b""
+
+
+def test_middlewares_pass_the_direct_routes_straight_through() -> None:
+    """SPEC 1.3: M3's non-live route and the harness's /stats go straight through live and
+    naive alike: the plain app's own list comes back, and no pool thread counts them."""
+    for path in sorted(apps.DIRECT):
+        for app in (apps.live_app, apps.naive_app):
+            environ = Client(apps.plain_app).get(path).request.environ
+            seen: list[str] = []
+            body = app(environ, lambda status, *rest, seen=seen: seen.append(status))
+            assert isinstance(body, list), (app, path)
+            assert seen == ["200 OK"]
+    assert Client(apps.naive_app).get("/stats").get_data() == b"0"
+
+
+def test_naive_peer_raises_early_errors_and_stops_when_closed() -> None:
+    """SPEC 4.1, 5.1: the naive peer is the plain reference the issue describes: an error
+    before the first item is raised on the server thread, and a body the server closes
+    (the client left) stops the producer at its next put."""
+    ended = threading.Event()
+    produced: list[int] = []
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        if environ["PATH_INFO"] == "/fail":
+            start_response("200 OK", [])
+            raise LookupError("before the first item")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            for n in range(10_000):
+                produced.append(n)
+                yield b"x"
+        finally:
+            ended.set()
+
+    naive = NaiveMiddleware(app, max_workers=2)
+    try:
+        with pytest.raises(LookupError, match="before the first item"):
+            Client(naive).get("/fail")
+        body = naive(Client(app).get("/").request.environ, lambda *args: None)
+        assert next(iter(body)) == b"x"
+        body.close()
+        assert ended.wait(WAIT), "the producer did not stop"
+        assert len(produced) < 10_000
+        naive.shutdown()  # joins the producer, which counts itself out last
+        assert naive.active == 0
+    finally:
+        naive.shutdown()
+
+
+def test_stats_counts_an_idle_stream_until_it_is_let_go(live: Any) -> None:
+    """SPEC 3.6, 4.2: M7's /stats counts an idle body while it is open; a live one is let
+    go when its client leaves (stream.wait returns early), a plain one only at its end."""
+    stats = Client(apps.plain_app)
+    assert stats.get("/stats").get_data() == b"0"
+    plain = apps.idle_events(0)
+    assert next(plain) == b"data: 0\n\n"
+    assert stats.get("/stats").get_data() == b"1"
+    plain.close()
+    assert stats.get("/stats").get_data() == b"0"
+    mw = live(apps.plain_app)
+    stream = open_stream(mw, "/idle?seconds=60")
+    assert stream.read_chunks(2, WAIT) == [OPENING, b"data: 0\n\n"]
+    assert stats.get("/stats").get_data() == b"1"
+    stream.close()
+    assert mw.wait_idle(WAIT)
+    assert stats.get("/stats").get_data() == b"0"
+
+
+def test_idle_and_scale_harnesses_on_real_servers() -> None:
+    """SPEC 4.2, 8.1: M7 reads the worker's CPU over its window and sees live let hung-up
+    clients go; M8 opens streams on a gevent worker, delivers one publish to each, and
+    finds none held after the hang-up (tiny loads, nothing timed)."""
+    idle = idle_streams.idle_cost(["live"], streams=idle_streams.CLOSED + 2, seconds=0.1)
+    assert idle["live"].cpu_percent >= 0
+    assert idle["live"].freed, "live did not let the hung-up streams go"
+    result = scale.scale(["live"], streams=20, log=lambda message: None)["live"]
+    assert result.all_delivered
+    assert result.p50 >= 0 and result.p99 >= result.p50
+    assert result.left == 0
+    assert not math.isnan(result.rss_kept_per_stream)
 
 
 def test_client_reads_the_raw_server_to_the_end() -> None:
@@ -103,15 +196,17 @@ def broadcast_app() -> Iterator[Any]:
     apps.fan_out.cache_clear()
     yield apps.broadcast_app
     apps.broadcast_app.shutdown(timeout=5)
+    apps.naive_broadcast_app.shutdown()
     apps.bench_broker().shutdown()
     apps.bench_broker.cache_clear()
     apps.fan_out.cache_clear()
 
 
 def test_fan_out_and_producer_streams_send_the_same_bytes(broadcast_app: Any) -> None:
-    """SPEC 9.1, 9.7: B2/B3 compare like with like: the fan-out stream and the producer
-    code send the same bytes for the same events, the same data lines as the plain
-    app's /held (what M5 and B2 count), and the plain paths answer as the plain app."""
+    """SPEC 9.1, 9.7: B2/B3/M8 compare like with like: the fan-out stream, the producer
+    code and M8's plain generator (alone and in the naive peer) send the same bytes for
+    the same events, the same data lines as the plain app's /held (what M5 and B2 count),
+    and the plain paths answer as the plain app."""
     for path in PATHS:
         if path.startswith("/held"):
             continue
@@ -131,6 +226,13 @@ def test_fan_out_and_producer_streams_send_the_same_bytes(broadcast_app: Any) ->
             assert [e.data for e in stream.read_events(2, WAIT)] == ["0", "1"]
         fan_out, producer = (b"".join(stream.received) for stream in streams)
         assert fan_out == producer
+        assert plain_events(apps.plain_events("held", {"QUERY_STRING": f"lastEventId={start}"}),
+                            3) == fan_out
+        naive = apps.naive_broadcast_app(
+            Client(broadcast_app).get(f"/plain-events/held?lastEventId={start}").request.environ,
+            lambda status, headers, exc_info=None: None)
+        assert plain_events(naive, 3) == fan_out
+        web.get("/publish/held?data=2")  # the naive producer, told it is closed, stops here
         assert fan_out.startswith(OPENING)
         plain = Client(apps.plain_app).get("/held?events=2&interval=0").get_data()
         data_lines = [line for line in fan_out.splitlines() if line.startswith(b"data: ")]
@@ -213,6 +315,15 @@ def test_publisher_stamps_each_event_round_robin(
             redis_prefix, publisher.REDIS_TTL)
     finally:
         redis_broker.shutdown()
+
+
+def plain_events(body: Any, count: int) -> bytes:
+    """The first ``count`` items of a plain body, which is then closed (the client left)."""
+    items = iter(body)
+    try:
+        return b"".join(next(items) for _ in range(count))
+    finally:
+        body.close()
 
 
 def sub_events(sub: Any, count: int) -> list[Any]:
