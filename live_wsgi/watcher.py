@@ -108,11 +108,18 @@ class Watcher:
             raise OSError("the socket is closed")
         watch = Watch(self, fd, channel)
         with self._lock:
-            try:
-                self._epoll.register(fd, EVENTS)
-            except FileExistsError:  # still there from an earlier body on this connection
-                self._epoll.modify(fd, EVENTS)
+            # In the map first: a socket whose client left already reports at
+            # once, on the watcher's thread, which must find it there (the
+            # report is one-shot).
             self._watches[fd] = watch
+            try:
+                try:
+                    self._epoll.register(fd, EVENTS)
+                except FileExistsError:  # still there from an earlier body on this connection
+                    self._epoll.modify(fd, EVENTS)
+            except BaseException:
+                del self._watches[fd]
+                raise
             if not self._running:
                 try:
                     self._start()

@@ -408,3 +408,44 @@ def test_a_forked_worker_has_a_working_watcher(kind: str) -> None:
                    "the body to hand its socket to the watcher")
         response.close()
         assert server.get_json(f"/result?key={key}") == {"woke": True, "connected": False}
+
+
+def test_a_client_gone_before_its_body_is_watched_is_still_seen() -> None:
+    """SPEC 4.2: a client that left before its body went idle is seen the moment the
+    body is watched. (Registering it reports the hang-up at once, on the watcher's
+    thread; that must find the body's entry already there, or the one-shot report is
+    lost and the stream held forever.) Ten such sockets, each registration yielding,
+    while one watch keeps the watcher's thread waiting in epoll."""
+    the_watcher = watcher()
+    assert the_watcher is not None
+    keep_server, keep_client = socket.socketpair()
+    keeper = the_watcher.watch(keep_server, Channel(None))
+    real = the_watcher._epoll
+
+    class Slow:
+        """The real set; registering yields, as a loaded server thread may."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def register(self, fd: int, events: int) -> None:
+            real.register(fd, events)
+            time.sleep(0.005)  # the watcher's thread gets the report meanwhile
+
+    the_watcher._epoll = Slow()  # type: ignore[assignment]
+    pairs = [socket.socketpair() for _ in range(10)]
+    channels = [Channel(None) for _ in pairs]
+    watches = []
+    try:
+        for (server, client), channel in zip(pairs, channels, strict=True):
+            client.close()  # gone first
+            watches.append(the_watcher.watch(server, channel))
+        wait_until(lambda: all(channel.aborted for channel in channels),
+                   "every gone client to be seen")
+    finally:
+        the_watcher._epoll = real
+        for watch in [*watches, keeper]:
+            watch.cancel()
+        for server, client in [*pairs, (keep_server, keep_client)]:
+            server.close()
+            client.close()
