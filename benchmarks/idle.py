@@ -2,6 +2,7 @@
 
     python -m benchmarks.idle --streams 1000 --seconds 30
     python -m benchmarks.idle --worker gevent --streams 1000 --seconds 30
+    python -m benchmarks.idle --route fan-out --streams 1000 --seconds 30
 
 Starts a fresh gunicorn (one worker) for the live app, opens N SSE streams
 that each get one event and then nothing for a minute (``/held?events=2&
@@ -11,6 +12,11 @@ first event and a few seconds more (so each body has settled into its idle
 state), then reads the worker's CPU time (utime + stime from
 ``/proc/PID/stat``) and its threads' context switches across ``--seconds``,
 and hangs up. Every phase has a deadline.
+
+``--route fan-out`` measures fan-out streams instead (``broker.sse_app`` with
+its defaults, no pool thread): the broadcast app's ``/events/idle``, each
+resuming from the id before the channel's last event, so each gets that one
+event (its first) and then nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .apps import APPS
-from .client import hold
+from .apps import APPS, BROADCAST_APP
+from .client import get_text, hold
 from .held_streams import raise_fd_limit, server_args
 from .server import context_switches, gunicorn, worker_pid
 
@@ -34,6 +40,7 @@ SETTLE = 3.0
 @dataclass
 class Idle:
     worker: str
+    route: str
     streams: int
     delivered: int
     seconds: float
@@ -53,11 +60,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def idle(streams: int, seconds: float, worker: str = "gthread") -> Idle:
+#: The streams ``--route`` measures: LiveMiddleware ones, or fan-out ones.
+ROUTES = ("live", "fan-out")
+
+
+def idle(streams: int, seconds: float, worker: str = "gthread", route: str = "live") -> Idle:
     raise_fd_limit(streams)
-    with gunicorn(APPS["live"], *server_args(worker, streams)) as (proc, port):
+    app = APPS["live"] if route == "live" else BROADCAST_APP
+    with gunicorn(app, *server_args(worker, streams)) as (proc, port):
         pid = worker_pid(proc.pid)
-        counts, socks = hold(port, "/held?events=2&interval=60", streams, 1, 60)
+        if route == "live":
+            path = "/held?events=2&interval=60"
+        else:
+            get_text(port, "/pid")  # the broker is made
+            before = get_text(port, "/publish/idle?data=before")
+            get_text(port, "/publish/idle?data=first")
+            path = f"/events/idle?lastEventId={before}"
+        counts, socks = hold(port, path, streams, 1, 60)
         try:
             time.sleep(SETTLE)
             cpu, switches = cpu_seconds(pid), context_switches(pid)
@@ -69,20 +88,23 @@ def idle(streams: int, seconds: float, worker: str = "gthread") -> Idle:
         finally:
             for sock in socks:
                 sock.close()
-    return Idle(worker=worker, streams=streams, delivered=sum(1 for n in counts if n >= 1),
+    return Idle(worker=worker, route=route, streams=streams,
+                delivered=sum(1 for n in counts if n >= 1),
                 seconds=elapsed, cpu_seconds=cpu, switches=switches)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["gevent", "gthread"], default="gthread")
+    parser.add_argument("--route", choices=ROUTES, default="live",
+                        help="live: LiveMiddleware streams; fan-out: broker.sse_app streams")
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    if args.seconds + SETTLE > 55:
+    if args.route == "live" and args.seconds + SETTLE > 55:
         parser.error("--seconds: the streams' producers end after 60 s")
-    result = idle(args.streams, args.seconds, args.worker)
-    print(f"worker: {result.worker}, idle streams: {result.streams} "
+    result = idle(args.streams, args.seconds, args.worker, args.route)
+    print(f"worker: {result.worker}, idle {result.route} streams: {result.streams} "
           f"({result.delivered} got their first event), measured for {result.seconds:.1f} s")
     print(f"worker CPU: {result.cpu_seconds:.2f} s = {100 * result.cpu_share:.2f}% of one core; "
           f"context switches: {result.switches} ({result.switches / result.seconds:.0f}/s)")

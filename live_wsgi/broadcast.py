@@ -52,13 +52,17 @@ from urllib.parse import urlsplit
 from .body import HEARTBEAT, OPENING
 from .channel import Doorbell
 from .errors import BrokerUnavailable
-from .probe import disconnect_probe
+from .probe import disconnect_probe, raw_client_socket
 from .sse import CONTENT_TYPE, encode_event, last_event_id
+from .watcher import watcher
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
     from .stream import Stream
+    from .watcher import Watch
 
 log = logging.getLogger("live_wsgi")
 
@@ -752,16 +756,37 @@ class FanOutApp:
 
 
 class FanOutBody:
-    """The body of a fan-out response: the server thread drains the subscription."""
+    """The body of a fan-out response: the server thread drains the subscription.
+
+    Idle, it costs what an idle ``LiveBody`` costs (SPEC 4.2): the first time
+    its wait for an event runs out (after ``probe_interval``, or the
+    heartbeat if that comes first) it hands the client's socket to the
+    process's watcher (``live_wsgi.watcher``), which closes the subscription
+    the moment the client hangs up; the server thread then wakes only to
+    send a heartbeat after ``heartbeat`` seconds of silence, or not at all.
+    Where there is no watcher (waitress gives only a disconnect check; no
+    ``epoll``) the server thread probes every ``probe_interval`` instead.
+    """
+
+    __slots__ = ("_environ", "_first", "_heartbeat", "_probe", "_probe_interval", "_silent",
+                 "_sub", "_tick", "_waited", "_watch")
 
     def __init__(self, sub: Subscription, environ: WSGIEnvironment, *,
                  heartbeat: float | None, probe_interval: float | None,
                  retry: int | None) -> None:
         self._sub = sub
-        self._probe = disconnect_probe(environ) if probe_interval else None
-        ticks = [t for t in (heartbeat, probe_interval if self._probe else None) if t]
-        self._tick = min(ticks) if ticks else None
+        self._environ = environ
         self._heartbeat = heartbeat
+        self._probe_interval = probe_interval
+        # How long a get() waits for an event: at first until the first look
+        # at the client (or the first heartbeat); then see _idle().
+        if probe_interval and not (heartbeat and heartbeat < probe_interval):
+            self._tick: float | None = probe_interval
+        else:
+            self._tick = heartbeat
+        self._waited = False
+        self._probe: Callable[[], bool] | None = None
+        self._watch: Watch | None = None
         self._silent = 0.0
         first = OPENING
         if retry is not None:
@@ -784,17 +809,55 @@ class FanOutBody:
             if isinstance(item, Reset):
                 self._silent = 0.0
                 return encode_event({"id": item.id}, event=RESET_EVENT, id=item.id)
-            if sub.closed:
+            if sub.closed:  # shut down, or the watcher saw the client leave
                 raise StopIteration
-            # A tick of silence.
-            assert self._tick is not None
-            self._silent += self._tick
-            if self._probe is not None and self._probe():
-                sub.close()
-                raise StopIteration
-            if self._heartbeat is not None and self._silent >= self._heartbeat:
-                self._silent = 0.0
-                return HEARTBEAT
+            beat = self._idle()
+            if beat is not None:
+                return beat
+
+    def _idle(self) -> bytes | None:
+        """A wait for an event ran out: look at the client, maybe send a heartbeat."""
+        assert self._tick is not None
+        self._silent += self._tick
+        if not self._waited:
+            self._waited = True
+            self._watch_client()
+        if self._probe is not None and self._probe():
+            self._sub.close()
+            raise StopIteration
+        heartbeat = self._heartbeat
+        beat = None
+        if heartbeat is not None and self._silent >= heartbeat:
+            self._silent = 0.0
+            beat = HEARTBEAT
+        if self._probe is None:
+            # Nothing to ask on the server thread: wake only when a heartbeat is due.
+            self._tick = None if heartbeat is None else heartbeat - self._silent
+        return beat
+
+    def _watch_client(self) -> None:
+        """The body waits for the first time: have the watcher close the
+        subscription when the client leaves, or else probe it every
+        ``probe_interval`` from here."""
+        if not self._probe_interval:
+            return
+        environ = self._environ
+        raw = raw_client_socket(environ)
+        if raw is not None:
+            watching = watcher()
+            if watching is not None:
+                try:
+                    self._watch = watching.on_hang_up(raw, self._sub, Subscription.close)
+                    return
+                except OSError:
+                    pass  # closed under us (the probe says so), or no watcher thread
+        self._probe = disconnect_probe(environ)
 
     def close(self) -> None:
-        self._sub.close()
+        watch, self._watch = self._watch, None
+        try:
+            self._sub.close()
+        finally:
+            if watch is not None:
+                # Before the server closes the socket (it calls close() first).
+                watch.cancel()

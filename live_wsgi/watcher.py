@@ -21,6 +21,9 @@ first idle wait until its ``close()``, which the server calls before it
 closes the connection (a socket the server closed first simply left the
 set; its number may already belong to another body, which the map tells).
 The watcher holds a body's channel weakly: it keeps no request alive.
+A fan-out body (``live_wsgi.broadcast``) has no channel but a subscription:
+``on_hang_up`` watches a socket for any target, held weakly too, and calls
+what ending it takes (there, closing the subscription).
 
 Under gevent's monkey-patching it is a greenlet instead, which waits for the
 epoll descriptor to turn readable through gevent's hub: no OS thread ever
@@ -39,15 +42,18 @@ import select
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ClientDisconnected
 from .probe import unpatched
 
 if TYPE_CHECKING:
     import _socket
+    from collections.abc import Callable
 
     from .channel import Channel
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("live_wsgi")
 
@@ -59,13 +65,15 @@ EVENTS: int = getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLONESHOT",
 class Watch:
     """One body's registration: ``hung_up`` turns True when its client left."""
 
-    __slots__ = ("_channel", "_watcher", "fd", "hung_up")
+    __slots__ = ("_hang_up", "_target", "_watcher", "fd", "hung_up")
 
-    def __init__(self, watcher: Watcher, fd: int, channel: Channel) -> None:
+    def __init__(self, watcher: Watcher, fd: int, target: _T,
+                 hang_up: Callable[[_T], object]) -> None:
         self._watcher = watcher
         self.fd = fd
-        self._channel = weakref.ref(channel)
-        #: Set (on the watcher's thread) before the channel is aborted.
+        self._target = weakref.ref(target)
+        self._hang_up: Callable[[Any], object] = hang_up
+        #: Set (on the watcher's thread) before the target is told.
         self.hung_up = False
 
     def cancel(self) -> None:
@@ -73,15 +81,19 @@ class Watch:
         self._watcher.unwatch(self)
 
     def fire(self) -> None:
-        channel = self._channel()
-        if channel is None:
+        target = self._target()
+        if target is None:
             return  # its request is over and gone
         self.hung_up = True
-        channel.abort(ClientDisconnected, "the client disconnected")
+        self._hang_up(target)
+
+
+def _abort(channel: Channel) -> None:
+    channel.abort(ClientDisconnected, "the client disconnected")
 
 
 class Watcher:
-    """Aborts the channel of each watched socket whose client leaves."""
+    """Ends the body of each watched socket whose client leaves (aborts its channel)."""
 
     def __init__(self) -> None:
         # Guards _watches and _running; the epoll set itself is thread-safe.
@@ -103,10 +115,20 @@ class Watcher:
 
         :raises OSError: ``sock`` is closed, or no thread can be started.
         """
+        return self.on_hang_up(sock, channel, _abort)
+
+    def on_hang_up(self, sock: _socket.socket, target: _T,
+                   hang_up: Callable[[_T], object]) -> Watch:
+        """Call ``hang_up(target)`` on the watcher's thread once ``sock``'s peer
+        hangs up, until ``unwatch``. ``target`` is held weakly: gone, nobody is
+        told. ``hang_up`` must not block: every other watched socket waits.
+
+        :raises OSError: ``sock`` is closed, or no thread can be started.
+        """
         fd = sock.fileno()
         if fd < 0:
             raise OSError("the socket is closed")
-        watch = Watch(self, fd, channel)
+        watch = Watch(self, fd, target, hang_up)
         with self._lock:
             # In the map first: a socket whose client left already reports at
             # once, on the watcher's thread, which must find it there (the
@@ -170,7 +192,7 @@ class Watcher:
                     if watch is not None and _hung_up(fd):
                         try:
                             watch.fire()
-                        except Exception:  # a waker of the channel's; the watcher goes on
+                        except Exception:  # a waker of the target's; the watcher goes on
                             log.exception("live_wsgi: error while ending a stream whose "
                                           "client left")
                 with self._lock:

@@ -5,13 +5,18 @@ processes, outages, the reader)."""
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
+import types
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+import live_wsgi.watcher
 from live_wsgi import SSE, current_response, testing
+from live_wsgi.body import HEARTBEAT, OPENING
 from live_wsgi.broadcast import (
     RESET_EVENT,
     Broker,
@@ -20,10 +25,15 @@ from live_wsgi.broadcast import (
     EventId,
     MemoryBroker,
     Reset,
+    Subscription,
     broker_from_url,
 )
+from live_wsgi.watcher import watcher
 
+from .realserver import gunicorn
 from .support import WAIT, drain, wait
+from .test_watcher import Serving, _watcher_threads, idle_for, wait_until, worker
+from .tls import tcp_pair
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -313,3 +323,234 @@ def test_the_gunicorn_sigterm_hook_shuts_brokers_down() -> None:
     assert sub.closed and broker.subscriptions() == 0
     with pytest.raises(BrokerUnavailable):
         broker.publish("news", "late")
+
+
+# -- the fan-out response, idle: the watcher, not a probe per stream ------------------
+
+PROBE_INTERVAL = 0.05
+
+needs_watcher = pytest.mark.skipif(watcher() is None,
+                                   reason="no epoll here: idle fan-out bodies probe instead")
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
+    """How many times each subscription's wait for an event ran out (by ``id(sub)``):
+    each is a wake-up of the server thread that drains it."""
+    counts: Counter[int] = Counter()
+    lock = threading.Lock()
+    original = Subscription.get
+
+    def counted(self: Subscription, timeout: float | None) -> Event | Reset | None:
+        item = original(self, timeout)
+        if item is None and not self.closed:
+            with lock:
+                counts[id(self)] += 1
+        return item
+
+    monkeypatch.setattr(Subscription, "get", counted)
+    return counts
+
+
+def serve_fan_out(app: Any, sock: socket.socket, key: str = "") -> Serving:
+    """The fan-out response on ``sock``'s connection, drained by a server thread."""
+    serving = Serving(app, sock, key)
+    assert serving.next_chunk() == OPENING
+    return serving
+
+
+@needs_watcher
+def test_idle_fan_out_streams_do_not_wake_for_probes(broker: Broker, waits: Counter[int]) -> None:
+    """SPEC 4.2, 9.7: idle fan-out streams whose clients stay cost no wake-ups (the
+    watcher asks the kernel for all of them), still get every event, and when their
+    clients leave every subscription is released at once."""
+    app = broker.sse_app("news", heartbeat=None, probe_interval=PROBE_INTERVAL)
+    pairs = [tcp_pair() for _ in range(20)]
+    responses = [serve_fan_out(app, server) for server, _ in pairs]
+    try:
+        # Each body's first wait runs out after the probe interval: it hands its
+        # socket to the watcher then, and waits for nothing but events from there on.
+        wait_until(lambda: len(waits) == len(responses), "every body to go idle")
+        idle_for(10 * PROBE_INTERVAL)
+        assert sorted(waits.values()) == [1] * len(responses)  # not 10 each
+        sent = broker.publish("news", "to all")
+        for response in responses:
+            assert response.next_chunk() == f"id: {sent}\ndata: to all\n\n".encode()
+        for _, client in pairs:
+            client.close()
+        for response in responses:
+            assert response.next_chunk() is None  # the body ended: the client is gone
+        assert broker.subscriptions() == 0
+        assert sorted(waits.values()) == [1] * len(responses)  # no probe saw it
+    finally:
+        for response in responses:
+            response.stop()
+        for server, client in pairs:
+            server.close()
+            client.close()
+    assert broker.subscriptions() == 0
+
+
+@needs_watcher
+def test_idle_fan_out_heartbeats_are_the_only_wake_ups(broker: Broker,
+                                                       waits: Counter[int]) -> None:
+    """SPEC 4.2: an idle fan-out stream whose client stays gets its heartbeat after
+    each ``heartbeat`` seconds of silence (an event restarts the count), never
+    earlier, and its server thread wakes for nothing else once the watcher has its
+    socket."""
+    heartbeat = 0.2
+    app = broker.sse_app("news", heartbeat=heartbeat, probe_interval=PROBE_INTERVAL)
+    server, client = tcp_pair()
+    try:
+        with serve_fan_out(app, server) as response:
+            assert response.next_chunk() == HEARTBEAT
+            sent = broker.publish("news", "between")
+            assert response.next_chunk() == f"id: {sent}\ndata: between\n\n".encode()
+            for _ in range(2):
+                assert response.next_chunk() == HEARTBEAT
+            times = response.times  # the opening, a heartbeat, the event, two heartbeats
+            assert times[1] - times[0] >= heartbeat * 0.99, times
+            assert all(b - a >= heartbeat * 0.99 for a, b in itertools.pairwise(times[2:])), \
+                times
+            # One wake at the first probe interval (the socket goes to the watcher),
+            # then one per heartbeat (a wait cut short by the event is no wake-up),
+            # not one per probe interval (about 12).
+            assert list(waits.values()) == [1 + 3]
+            client.close()
+            while (chunk := response.next_chunk()) is not None:
+                assert chunk == HEARTBEAT
+            assert broker.subscriptions() == 0
+    finally:
+        server.close()
+        client.close()
+
+
+@needs_watcher
+def test_a_fan_out_body_leaves_the_watcher_before_its_socket_closes(broker: Broker) -> None:
+    """SPEC 4.2: the server closing an idle fan-out body (it gave up on the response)
+    takes its socket out of the watcher's set before it closes the socket, and the
+    watcher thread, with nothing left to watch, leaves."""
+    the_watcher = watcher()
+    assert the_watcher is not None
+    app = broker.sse_app("news", heartbeat=None, probe_interval=PROBE_INTERVAL)
+    server, client = tcp_pair()
+    try:
+        response = serve_fan_out(app, server)
+        number = server.fileno()
+        wait_until(lambda: number in the_watcher._watches, "the watch")
+        response.stop()  # the server calls close() first, then closes the socket
+        assert number not in the_watcher._watches
+        assert broker.subscriptions() == 0
+        for thread in _watcher_threads():
+            thread.join(WAIT)
+        assert not _watcher_threads()
+    finally:
+        server.close()
+        client.close()
+
+
+def test_without_a_watcher_the_fan_out_body_probes(broker: Broker) -> None:
+    """SPEC 4.2: where the server gives only a disconnect check (waitress), the idle
+    fan-out body asks it every probe interval, and ends when it says the client
+    left; the subscription is released."""
+    left = threading.Event()
+    asked = threading.Semaphore(0)
+
+    def client_disconnected() -> bool:
+        asked.release()
+        return left.is_set()
+
+    app = broker.sse_app("news", heartbeat=None, probe_interval=PROBE_INTERVAL)
+    with testing.open_stream(app, "/", **{
+            "waitress.client_disconnected": client_disconnected}) as response:
+        assert response.next_chunk(WAIT) == OPENING
+        reader = threading.Thread(target=response.next_chunk, args=(WAIT,))
+        reader.start()
+        for _ in range(3):  # probing, again and again
+            assert asked.acquire(timeout=WAIT)
+        left.set()
+        reader.join(WAIT)
+        assert not reader.is_alive()
+        assert response.next_chunk(WAIT) is None
+        assert broker.subscriptions() == 0
+
+
+@needs_watcher
+def test_without_a_watcher_thread_the_fan_out_body_probes(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch, waits: Counter[int],
+) -> None:
+    """SPEC 4.2: when the watcher cannot start its thread (the process is out of
+    threads), an idle fan-out body probes its client itself and still sees it leave."""
+    the_watcher = watcher()
+    assert the_watcher is not None
+
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(live_wsgi.watcher, "threading",
+                        types.SimpleNamespace(Thread=Unstartable, Lock=threading.Lock))
+    app = broker.sse_app("news", heartbeat=None, probe_interval=PROBE_INTERVAL)
+    server, client = tcp_pair()
+    try:
+        with serve_fan_out(app, server) as response:
+            wait_until(lambda: sum(waits.values()) >= 3, "the body to probe")
+            assert not the_watcher._watches
+            client.close()
+            assert response.next_chunk() is None
+            assert broker.subscriptions() == 0
+    finally:
+        server.close()
+        client.close()
+
+
+# -- on real servers ------------------------------------------------------------------
+
+IDLE_APP = "tests.apps.fanout_idle_app:app"
+STREAMS = 20
+
+
+@needs_watcher
+@pytest.mark.parametrize("kind", ["gthread", "gevent"])
+def test_idle_fan_out_streams_on_a_real_server(kind: str) -> None:
+    """SPEC 4.2, 8.1, 9.7: on gunicorn gthread and gevent, idle fan-out streams wake
+    their worker only for heartbeats, still get each event, and clients that leave
+    (with heartbeats or without) release their subscriptions."""
+    with gunicorn(IDLE_APP, *worker(kind)) as server:
+        responses = [server.get("/events/idle") for _ in range(STREAMS)]
+        try:
+            for response in responses:
+                assert response.next_chunk() == OPENING
+            for response in responses:  # each body gave its socket to the watcher before it
+                assert response.next_chunk() == HEARTBEAT
+            before = server.get_json("/stats")
+            for response in responses:
+                assert response.next_chunk() == HEARTBEAT
+            after = server.get_json("/stats")
+            # Probing, each stream's server thread (or greenlet) would wake ten times
+            # per heartbeat (every 0.05 s for 0.5 s). Now once, to send it.
+            idle = after["idle"] - before["idle"]  # type: ignore[operator]
+            assert idle == STREAMS, f"{idle} wake-ups for {STREAMS} heartbeats"
+            sent = server.get_json("/publish/idle")
+            for response in responses:
+                assert response.read_until(b"data: news\n\n").endswith(
+                    f"id: {sent}\ndata: news\n\n".encode())
+            for response in responses:
+                response.close()
+            wait_until(lambda: server.get_json("/stats")["subscriptions"] == 0,
+                       "every subscription to be released")
+        finally:
+            for response in responses:
+                response.close()
+        # No heartbeat: a write that fails cannot tell the client left, only the
+        # watcher (or a probe) can.
+        before = server.get_json("/stats")
+        quiet = server.get("/quiet/idle")
+        try:
+            assert quiet.next_chunk() == OPENING
+            wait_until(lambda: server.get_json("/stats")["idle"] != before["idle"],
+                       "the quiet body to hand its socket to the watcher")
+        finally:
+            quiet.close()
+        wait_until(lambda: server.get_json("/stats")["subscriptions"] == 0,
+                   "the quiet stream's subscription to be released")
