@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from . import signals
@@ -393,11 +394,13 @@ class Job:
         if kind is list or kind is tuple:
             response.whole = True
             return self._whole_body(iterable)  # type: ignore[arg-type]
-        if isinstance(iterable, (list, tuple)):
+        if kind is GeneratorType:  # the common streamed case: none of the below
+            pass
+        elif isinstance(iterable, (list, tuple)):
             response.whole = True
             return iterable
-        wrapper = self.environ.get("wsgi.file_wrapper")
-        if isinstance(wrapper, type) and isinstance(iterable, wrapper):
+        elif isinstance(wrapper := self.environ.get("wsgi.file_wrapper"), type) and \
+                isinstance(iterable, wrapper):
             # The server's own file wrapper (sendfile): hand it back to S, who
             # returns it to the server; the server iterates and closes it.
             response.whole = True

@@ -289,8 +289,12 @@ class LiveResponse:
 
     def declared_length(self) -> int | None:
         """The Content-Length header set so far (before the commit), as an int."""
+        kinds = _HEADER_KINDS
         for name, value in self._pending_headers():
-            if name.lower() == "content-length":
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _header_kind(name)
+            if kind is _LENGTH:
                 return _int_or_none(value)
         return None
 
@@ -416,7 +420,7 @@ class LiveResponse:
                 kind = _header_kind(name)
             if kind is _KEEP:
                 final.append(header)
-            elif kind is _DROP:
+            elif kind is _DROP or kind is _LENGTH:
                 continue  # the server's own, or set below if the length is known
             else:
                 final.append(header)
@@ -508,7 +512,8 @@ class LiveResponse:
 # What _finalize_headers does with a header, by name: remembered per name
 # (an app sends the same few), so a name is lowered and classified once.
 _KEEP = "keep"
-_DROP = "drop"  # Content-Length (set from content_length) and hop-by-hop headers
+_DROP = "drop"  # hop-by-hop headers (the server's own)
+_LENGTH = "content-length"  # set from content_length when the length is known
 _CACHE_CONTROL = "cache-control"
 _ACCEL = "x-accel-buffering"
 _TYPE = "content-type"
@@ -517,7 +522,9 @@ _HEADER_KINDS: dict[str, str] = {}
 
 def _header_kind(name: str) -> str:
     lower = name.lower()
-    if lower == "content-length" or is_hop_by_hop_header(lower):
+    if lower == "content-length":
+        kind = _LENGTH
+    elif is_hop_by_hop_header(lower):
         kind = _DROP
     elif lower in (_CACHE_CONTROL, _ACCEL, _TYPE):
         kind = {_CACHE_CONTROL: _CACHE_CONTROL, _ACCEL: _ACCEL, _TYPE: _TYPE}[lower]
