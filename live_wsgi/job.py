@@ -503,9 +503,8 @@ class Job:
             if response.bodiless:
                 self.channel.discard()
             self.state = COMMITTED
-            if not self._defer_wake and not self._latch_open:
-                self._latch_open = True
-                self._latch.release()
+            if not self._defer_wake:
+                self._open_latch()
         if signals.stream_committed.receivers:
             signals.emit(signals.stream_committed, self.sender, **self.facts(),
                          headers=response.wsgi_headers())

@@ -518,18 +518,14 @@ _CACHE_CONTROL = "cache-control"
 _ACCEL = "x-accel-buffering"
 _TYPE = "content-type"
 _HEADER_KINDS: dict[str, str] = {}
+_NAMED_KINDS = {kind: kind for kind in (_LENGTH, _CACHE_CONTROL, _ACCEL, _TYPE)}
 
 
 def _header_kind(name: str) -> str:
     lower = name.lower()
-    if lower == "content-length":
-        kind = _LENGTH
-    elif is_hop_by_hop_header(lower):
-        kind = _DROP
-    elif lower in (_CACHE_CONTROL, _ACCEL, _TYPE):
-        kind = {_CACHE_CONTROL: _CACHE_CONTROL, _ACCEL: _ACCEL, _TYPE: _TYPE}[lower]
-    else:
-        kind = _KEEP
+    kind = _NAMED_KINDS.get(lower)
+    if kind is None:
+        kind = _DROP if is_hop_by_hop_header(lower) else _KEEP
     if type(name) is str:
         _remember(_HEADER_KINDS, name, kind)
     return kind
